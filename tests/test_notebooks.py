@@ -1,0 +1,88 @@
+"""Notebook conventions, checked on every committed notebook (cheap: no kernel is started)."""
+import ast
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+REQUIRED_KNOBS = {"PROFILE", "SMOKE", "SEED", "OUTPUT_DIR"}
+# Upper-case names a notebook may define outside its parameters cell: not knobs.
+NOT_KNOBS = {"ROOT", "NB"}
+
+
+def _nb(path):
+    return json.loads(path.read_text())
+
+
+def _code(nb):
+    return [c for c in nb["cells"] if c["cell_type"] == "code"]
+
+
+def _src(cell):
+    return "".join(cell["source"])
+
+
+def test_there_are_notebooks():
+    assert NOTEBOOKS, "no notebooks found"
+    numbers = [p.name[:2] for p in NOTEBOOKS]
+    assert numbers == sorted(set(numbers)), "notebook numbers must be unique"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+class TestConventions:
+    def test_kernelspec(self, path):
+        ks = _nb(path)["metadata"].get("kernelspec", {})
+        assert ks.get("name") == "python3" and ks.get("language") == "python"
+
+    def test_one_parameters_cell_with_every_knob(self, path):
+        nb = _nb(path)
+        tagged = [c for c in _code(nb) if "parameters" in c.get("metadata", {}).get("tags", [])]
+        assert len(tagged) == 1, "exactly one cell must be tagged 'parameters'"
+        tree = ast.parse(_src(tagged[0]))
+        names = set()
+        for node in tree.body:
+            assert isinstance(node, ast.Assign), f"the parameters cell holds plain assignments only: {ast.dump(node)[:80]}"
+            ast.literal_eval(node.value)  # papermill overrides must be literals
+            names |= {t.id for t in node.targets}
+        assert REQUIRED_KNOBS <= names
+        # no knob hides elsewhere: other cells may re-assign parameters (smoke shrinking) but define no new ones
+        for cell in _code(nb):
+            if cell is tagged[0]:
+                continue
+            for node in ast.walk(ast.parse(_src(cell))):
+                if isinstance(node, ast.Assign):
+                    for t in node.targets:
+                        for n in ast.walk(t):
+                            if isinstance(n, ast.Name) and n.id.isupper() and n.id not in names | NOT_KNOBS:
+                                pytest.fail(f"{n.id} looks like a knob outside the parameters cell")
+
+    def test_colab_badge_points_at_this_notebook(self, path):
+        md = "".join(_src(c) for c in _nb(path)["cells"] if c["cell_type"] == "markdown")
+        m = re.search(r"colab\.research\.google\.com/github/[^)\s]+/blob/main/notebooks/([^)\s]+\.ipynb)", md)
+        assert m and m.group(1) == path.name
+        assert "colab-badge.svg" in md
+
+    def test_setup_cell_works_everywhere(self, path):
+        code = [_src(c) for c in _code(_nb(path))]
+        setup = [s for s in code if '"google.colab" in sys.modules' in s]
+        assert len(setup) == 1, "one setup cell that detects Colab"
+        s = setup[0]
+        assert "pip" in s and "torch" not in s.replace("# ", ""), "the Colab install must not reinstall torch"
+        assert '(p / "helpers" / "__init__.py")' in s, "finds the repo root from any working directory"
+        assert any("runtime.setup(" in c for c in code), "prints the profile and versions"
+        assert any("write_metrics(" in c for c in code), "writes its metrics JSON for the report"
+
+    def test_outputs_are_stripped(self, path):
+        nb = _nb(path)
+        for cell in _code(nb):
+            assert cell.get("outputs") == [] and cell.get("execution_count") is None
+        assert "widgets" not in nb["metadata"]
+
+    def test_no_helper_code_in_notebooks(self, path):
+        for cell in _code(_nb(path)):
+            for node in ast.walk(ast.parse(_src(cell))):
+                assert not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)), \
+                    "functions and classes belong in helpers/, not in a notebook"

@@ -1,0 +1,62 @@
+import pytest
+
+from helpers import runtime
+
+
+def test_auto_follows_cuda(monkeypatch):
+    monkeypatch.delenv(runtime.PROFILE_ENV, raising=False)
+    assert runtime.resolve_profile("auto", has_cuda=False) == "cpu"
+    assert runtime.resolve_profile("auto", has_cuda=True) == "gpu"
+    assert runtime.resolve_profile(None, has_cuda=False) == "cpu"
+
+
+def test_env_overrides_auto_only(monkeypatch):
+    monkeypatch.setenv(runtime.PROFILE_ENV, "cpu")
+    assert runtime.resolve_profile("auto", has_cuda=True) == "cpu"
+    # an explicit request wins over the environment
+    assert runtime.resolve_profile("gpu", has_cuda=True) == "gpu"
+
+
+def test_gpu_without_cuda_is_a_clear_error(monkeypatch):
+    monkeypatch.delenv(runtime.PROFILE_ENV, raising=False)
+    with pytest.raises(runtime.ProfileError, match="needs a CUDA GPU.*profile='cpu'"):
+        runtime.resolve_profile("gpu", has_cuda=False)
+
+
+def test_unknown_profile():
+    with pytest.raises(runtime.ProfileError, match="unknown profile 'tpu'"):
+        runtime.resolve_profile("tpu", has_cuda=False)
+
+
+def test_this_machine_has_no_cuda_so_gpu_fails(monkeypatch):
+    monkeypatch.delenv(runtime.PROFILE_ENV, raising=False)
+    if runtime.cuda_available():
+        pytest.skip("a CUDA device is present")
+    with pytest.raises(runtime.ProfileError):
+        runtime.setup("gpu", verbose=False)
+
+
+@pytest.mark.parametrize("profile,bf16,expected", [
+    ("cpu", None, "float32"), ("gpu", True, "bfloat16"), ("gpu", False, "float16"),
+])
+def test_dtype_rule(profile, bf16, expected):
+    assert runtime.pick_dtype(profile, bf16_supported=bf16) == expected
+
+
+def test_setup_seeds_and_summarises(capsys):
+    import random
+
+    import torch
+    rt = runtime.setup("cpu", seed=123)
+    a = (random.random(), torch.rand(3).tolist())
+    runtime.setup("cpu", seed=123, verbose=False)
+    b = (random.random(), torch.rand(3).tolist())
+    assert a == b
+    out = capsys.readouterr().out
+    assert "profile      cpu" in out and "torch" in out and "embedded:SmolLM2-135M-Instruct" in out
+    assert rt.dtype_name == "float32" and rt.use_cpu and not rt.bf16 and not rt.fp16
+    assert set(rt.models) == {"policy", "teacher", "student", "embedder"}
+
+
+def test_profiles_name_every_role():
+    assert runtime.PROFILE_MODELS["cpu"].keys() == runtime.PROFILE_MODELS["gpu"].keys()

@@ -1,0 +1,107 @@
+"""The workbook runner on small synthetic notebooks (a real kernel, seconds each)."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from helpers import report, workbook
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _make_nb(path: Path, cells: list[str]):
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    params = nbformat.v4.new_code_cell('PROFILE = "auto"\nSMOKE = False\nSEED = 0\nOUTPUT_DIR = "."')
+    params.metadata["tags"] = ["parameters"]
+    setup = nbformat.v4.new_code_cell(f"import sys\nsys.path.insert(0, {str(ROOT)!r})")
+    nb.cells = [params, setup] + [nbformat.v4.new_code_cell(c) for c in cells]
+    nbformat.write(nb, path)
+    return path
+
+
+GOOD = ('from helpers import report\n'
+        'report.write_metrics(OUTPUT_DIR, "00_good", {"answer": 42, "ratio": 0.5, "smoke": int(SMOKE)})')
+
+
+def test_help_does_not_import_torch():
+    code = ("import sys; from helpers import workbook\n"
+            "try:\n    workbook.main(['--help'])\nexcept SystemExit:\n    pass\n"
+            "assert 'torch' not in sys.modules and 'papermill' not in sys.modules, sorted(sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "run" in out.stdout and "--help" in out.stdout or "usage" in out.stdout
+
+
+def test_run_writes_executed_notebook_report_and_csv(tmp_path):
+    nbs = [_make_nb(tmp_path / "00_good.ipynb", [GOOD])]
+    out = tmp_path / "run"
+    assert workbook.run("cpu", out, smoke=True, notebooks=nbs) == 0
+    executed = nbformat.read(out / "notebooks" / "00_good.ipynb", as_version=4)
+    assert any("injected-parameters" in c.metadata.get("tags", []) for c in executed.cells)
+    metrics = json.loads((out / "metrics" / "00_good.json").read_text())
+    assert metrics["metrics"] == {"answer": 42, "ratio": 0.5, "smoke": 1}  # SMOKE was injected
+    csv = (out / "results.csv").read_text().splitlines()
+    assert csv[0] == ",".join(report.CSV_COLUMNS) and len(csv) == 4
+    md = (out / "report.md").read_text()
+    assert "00_good" in md and "| answer | 42 |" in md and "smoke run" in md
+    run = json.loads((out / "run.json").read_text())
+    assert run["notebooks"][0]["status"] == "ok"
+
+
+def test_failing_cell_stops_the_run_and_names_the_cell(tmp_path, capsys):
+    nbs = [_make_nb(tmp_path / "00_bad.ipynb", ["x = 1", "raise ValueError('broken on purpose')"]),
+           _make_nb(tmp_path / "01_never.ipynb", [GOOD])]
+    out = tmp_path / "run"
+    assert workbook.run("cpu", out, notebooks=nbs) == 1
+    err = capsys.readouterr().err
+    assert "00_bad.ipynb failed in cell" in err and "ValueError: broken on purpose" in err
+    assert "raise ValueError" in err  # the failing cell's source is shown
+    run = json.loads((out / "run.json").read_text())
+    assert [n["status"] for n in run["notebooks"]] == ["failed"], "later notebooks do not run after a failure"
+    assert (out / "report.md").is_file()
+
+
+def test_cli_exit_codes(tmp_path):
+    bad = _make_nb(tmp_path / "nbs" / "00_bad.ipynb", ["1/0"]) if (tmp_path / "nbs").mkdir() is None else None
+    env_code = ("import sys; from pathlib import Path; from helpers import workbook\n"
+                f"workbook.NOTEBOOK_DIR = Path({str(bad.parent)!r})\n"
+                "orig = workbook.discover\n"
+                "workbook.discover = lambda d=workbook.NOTEBOOK_DIR: orig(d)\n"
+                f"sys.exit(workbook.main(['run', '--profile', 'cpu', '--out', {str(tmp_path / 'o')!r}]))")
+    out = subprocess.run([sys.executable, "-c", env_code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 1 and "ZeroDivisionError" in out.stderr and "00_bad.ipynb" in out.stderr
+
+
+def test_gpu_profile_without_cuda_exits_2(tmp_path):
+    from helpers import runtime
+    if runtime.cuda_available():
+        pytest.skip("CUDA present")
+    out = subprocess.run([sys.executable, "-m", "helpers.workbook", "run", "--profile", "gpu", "--out", str(tmp_path)],
+                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and "needs a CUDA GPU" in out.stderr
+
+
+def test_only_selects_and_rejects_unknown(tmp_path):
+    nbs = [tmp_path / "00_a.ipynb", tmp_path / "01_b.ipynb", tmp_path / "03_c.ipynb"]
+    assert workbook.select(nbs, "00,03") == [nbs[0], nbs[2]]
+    assert workbook.select(nbs, None) == nbs
+    with pytest.raises(SystemExit, match="07"):
+        workbook.select(nbs, "00,07")
+
+
+def test_report_command_rebuilds(tmp_path):
+    report.write_metrics(tmp_path, "02_x", {"acc": 0.25})
+    assert workbook.main(["report", "--out", str(tmp_path)]) == 0
+    assert "| acc | 0.25 |" in (tmp_path / "report.md").read_text()
+
+
+def test_metrics_must_be_scalars(tmp_path):
+    with pytest.raises(TypeError, match="scalar"):
+        report.write_metrics(tmp_path, "x", {"table": [1, 2]})
+    path = report.write_metrics(tmp_path, "x", {"nan": float("nan")}, extra={"curve": [1.0, 2.0]})
+    data = json.loads(path.read_text())
+    assert data["metrics"]["nan"] is None and data["extra"]["curve"] == [1.0, 2.0]

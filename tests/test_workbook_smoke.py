@@ -1,0 +1,39 @@
+"""Every notebook, executed with papermill in the cpu profile's smoke setting (what CI runs).
+
+This is the end-to-end check of the workbook: real models, real data, the runner, the report."""
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from helpers import workbook
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_every_notebook_runs_in_the_cpu_smoke_profile(tmp_path, model_cache):
+    out = tmp_path / "smoke"
+    env = dict(os.environ, TINYRL_CACHE=model_cache, TINYRL_PROFILE="cpu", PYTHONUNBUFFERED="1")
+    proc = subprocess.run(
+        [sys.executable, "-m", "helpers.workbook", "run", "--profile", "cpu", "--smoke", "--out", str(out)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=40 * 60,
+    )
+    print(proc.stdout[-5000:])
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    notebooks = [nb.stem for nb in workbook.discover()]
+    run = json.loads((out / "run.json").read_text())
+    assert [n["notebook"] for n in run["notebooks"]] == notebooks
+    assert all(n["status"] == "ok" for n in run["notebooks"])
+    for name in notebooks:
+        assert (out / "notebooks" / f"{name}.ipynb").is_file()
+        metrics = json.loads((out / "metrics" / f"{name}.json").read_text())
+        assert metrics["profile"] == "cpu" and metrics["smoke"] is True and metrics["metrics"]
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    assert {r["notebook"] for r in rows} == set(notebooks)
+    report = (out / "report.md").read_text()
+    assert all(f"## {name}" in report for name in notebooks)
