@@ -1,0 +1,483 @@
+"""Evaluation: BFCL's AST checker, re-implemented torch-free, plus the decoders that turn model
+text into the form it checks.
+
+BFCL (the Berkeley Function Calling Leaderboard, Patil et al., ICML 2025) does not execute the
+calls a model writes; it parses them and compares each argument with a list of acceptable values.
+This module mirrors the official checker (bfcl-eval, `eval_checker/ast_eval/ast_checker.py`) for
+the single-turn Python categories, quirks included, because a score is only comparable with the
+leaderboard if it fails and passes the same cases. tests/test_bfcl_checker.py checks that claim
+case by case against the official package on a corpus of several thousand outputs.
+
+Shapes (BFCL's own):
+    functions        [{"name", "description", "parameters": {"type": "dict", "properties", "required"}}]
+    calls            [{func_name: {arg: value}}]                  (what a decoder returns)
+    possible_answer  [{func_name: {arg: [acceptable values]}}]    ("" in a list = may be omitted)
+
+Everything here takes model output and never raises on it: a decoder returns None when it cannot
+decode, and the checker returns {"valid": False, "error_type": ...}.
+"""
+
+import ast
+import operator
+import re
+import warnings
+
+# -----------------------------------------------------------------------------
+# config
+
+# Model text longer than this is not decoded (counts as a decoder failure). Real BFCL outputs are
+# a few hundred characters; the cap keeps ast.parse's time and memory bounded on garbage.
+MAX_DECODE_CHARS = 100_000
+# BFCL evaluates arithmetic in arguments (`f(x=2*3)`). We evaluate it ourselves on literals only,
+# and refuse results bigger than these caps (so `2**10**10` cannot hang or exhaust memory).
+# 14,000 bits (~4,200 decimal digits) also keeps every int printable under Python's 4,300-digit
+# int-to-str limit.
+MAX_INT_BITS = 14_000
+MAX_SEQ_LEN = 1_000_000
+
+# BFCL maps the JSON-schema-ish type names of its function docs onto Python types. "tuple" is a
+# list because the answers went through json.dump/json.load; "any" is checked as a string.
+PYTHON_TYPES = {
+    "string": str,
+    "integer": int,
+    "float": float,
+    "boolean": bool,
+    "array": list,
+    "tuple": list,
+    "dict": dict,
+    "any": str,
+}
+NESTED_TYPES = ("array", "tuple")  # the only types whose items are type-checked (one level deep)
+
+# -----------------------------------------------------------------------------
+# decoding: BFCL's prompting format, a Python list of calls  `[f(a=1), mod.g(b='x')]`
+
+
+class _Undecodable(Exception):
+    """Raised inside the decoder; never escapes decode_python_calls."""
+
+
+_BIN_OPS = {
+    ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
+    ast.Div: operator.truediv, ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod,
+    ast.Pow: operator.pow, ast.LShift: operator.lshift, ast.RShift: operator.rshift,
+    ast.BitOr: operator.or_, ast.BitAnd: operator.and_, ast.BitXor: operator.xor,
+    ast.MatMult: operator.matmul,
+}
+_UNARY_OPS = {ast.USub: operator.neg, ast.UAdd: operator.pos, ast.Invert: operator.invert, ast.Not: operator.not_}
+_SEQ = (str, bytes, list, tuple)
+
+
+def _is_int(x):
+    return isinstance(x, int)  # bool included, as in Python arithmetic
+
+
+def _check_cost(op, a, b):
+    """Refuse operations whose result would exceed the caps, before computing them."""
+    if op is ast.Pow and _is_int(a) and _is_int(b) and b > 0 and abs(a) > 1:
+        if a.bit_length() * b > MAX_INT_BITS:
+            raise _Undecodable("power too large")
+    elif op is ast.LShift and _is_int(a) and _is_int(b) and b > 0 and a != 0:
+        if a.bit_length() + b > MAX_INT_BITS:
+            raise _Undecodable("shift too large")
+    elif op is ast.Mult:
+        if _is_int(a) and _is_int(b):
+            if a.bit_length() + b.bit_length() > MAX_INT_BITS:
+                raise _Undecodable("product too large")
+        elif isinstance(a, _SEQ) and _is_int(b) or isinstance(b, _SEQ) and _is_int(a):
+            seq, n = (a, b) if isinstance(a, _SEQ) else (b, a)
+            if len(seq) * max(n, 0) > MAX_SEQ_LEN:
+                raise _Undecodable("repetition too large")
+    elif op is ast.Add and isinstance(a, _SEQ) and isinstance(b, _SEQ):
+        if len(a) + len(b) > MAX_SEQ_LEN:
+            raise _Undecodable("concatenation too large")
+    elif op is ast.Mod and isinstance(a, (str, bytes)):
+        # printf-style formatting can build arbitrarily large strings ("%999999999d" % 1)
+        raise _Undecodable("string formatting is not evaluated")
+
+
+def _eval_literal(node):
+    """Evaluate an arithmetic expression over literals with Python's semantics.
+
+    BFCL runs `eval(ast.unparse(node))` on every BinOp argument, in the namespace of its utils
+    module, which would execute any code a model writes (`__import__('os').system(...) + 1`).
+    We compute the same value for expressions built from literals, containers, unary and binary
+    operators, and refuse everything else (names, calls, attributes, comprehensions, f-strings):
+    a deliberate, documented difference from BFCL for such arguments.
+    """
+    if isinstance(node, ast.Constant):
+        return node.value
+    if isinstance(node, (ast.List, ast.Tuple, ast.Set)):
+        items = [_eval_literal(e) for e in node.elts]  # ast.Starred falls through to the refusal
+        return list(items) if isinstance(node, ast.List) else tuple(items) if isinstance(node, ast.Tuple) else set(items)
+    if isinstance(node, ast.Dict):
+        if any(k is None for k in node.keys):  # {**d}
+            raise _Undecodable("dict unpacking")
+        return {_eval_literal(k): _eval_literal(v) for k, v in zip(node.keys, node.values)}
+    if isinstance(node, ast.UnaryOp) and type(node.op) in _UNARY_OPS:
+        return _UNARY_OPS[type(node.op)](_eval_literal(node.operand))
+    if isinstance(node, ast.BinOp) and type(node.op) in _BIN_OPS:
+        a, b = _eval_literal(node.left), _eval_literal(node.right)
+        _check_cost(type(node.op), a, b)
+        out = _BIN_OPS[type(node.op)](a, b)
+        if _is_int(out) and out.bit_length() > MAX_INT_BITS:
+            raise _Undecodable("integer too large")
+        return out
+    raise _Undecodable(f"not a literal expression: {type(node).__name__}")
+
+
+def _decode_value(node):
+    """One argument value, following BFCL's resolve_ast_by_type case by case (quirks kept).
+
+    Quirks reproduced because they change which outputs pass:
+    - a unary operator on a constant is always *negation*: `+5` -> -5, `not True` -> -1;
+    - a bare name is its own spelling (`x` -> "x"), a call without keywords its source text
+      (`sqrt(2)` -> "sqrt(2)"), a call with keywords a nested {name: {arg: value}};
+    - a subscript is its source text; a lambda always fails; an attribute (`math.pi`) fails.
+    """
+    if isinstance(node, ast.Constant):
+        return "..." if node.value is Ellipsis else node.value
+    if isinstance(node, ast.UnaryOp):
+        operand = node.operand
+        if not isinstance(operand, ast.Constant):  # BFCL reads operand.value, which only a Constant has
+            raise _Undecodable("unary operator on a non-constant")
+        return -operand.value  # TypeError for strings/None/..., caught by the caller, as in BFCL
+    if isinstance(node, ast.List):
+        return [_decode_value(v) for v in node.elts]
+    if isinstance(node, ast.Dict):
+        # a `**d` entry has key None, which BFCL cannot resolve either
+        return {_decode_value(k) if k is not None else _fail("dict unpacking"): _decode_value(v)
+                for k, v in zip(node.keys, node.values)}
+    if isinstance(node, ast.BinOp):
+        return _eval_literal(node)
+    if isinstance(node, ast.Name):
+        return node.id
+    if isinstance(node, ast.Call):
+        return _decode_call(node) if node.keywords else ast.unparse(node)
+    if isinstance(node, ast.Tuple):
+        return tuple(_decode_value(v) for v in node.elts)
+    if isinstance(node, ast.Subscript):
+        return ast.unparse(node.value) + "[" + ast.unparse(node.slice) + "]"
+    raise _Undecodable(f"unsupported AST node: {type(node).__name__}")
+
+
+def _fail(reason):
+    raise _Undecodable(reason)
+
+
+def _decode_call(call):
+    """`a.b.c(x=1)` -> {"a.b.c": {"x": 1}}. Positional arguments are ignored, as in BFCL."""
+    parts, func = [], call.func
+    while isinstance(func, ast.Attribute):
+        parts.append(func.attr)
+        func = func.value
+    if isinstance(func, ast.Name):
+        parts.append(func.id)
+    # keyword.arg is None for `**kwargs`; BFCL stores it under the key None, so do we
+    return {".".join(reversed(parts)): {kw.arg: _decode_value(kw.value) for kw in call.keywords}}
+
+
+def decode_python_calls(text):
+    """Decode BFCL's prompting format into [{name: {arg: value}}], or None if it does not decode.
+
+    Same steps as BFCL's default_decode_ast_prompting: strip backticks/newlines/spaces, add the
+    missing `[` / `]`, strip wrapping single quotes, ast.parse in eval mode; the body must be one
+    call or a list/tuple/set of calls. Nothing is executed (see _eval_literal). Text longer than
+    MAX_DECODE_CHARS, parser recursion/memory errors and anything unexpected give None.
+    """
+    if not isinstance(text, str) or len(text) > MAX_DECODE_CHARS:
+        return None
+    try:
+        s = text.strip("`\n ")
+        if not s.startswith("["):
+            s = "[" + s
+        if not s.endswith("]"):
+            s = s + "]"
+        with warnings.catch_warnings():  # e.g. "invalid decimal literal": model text, not our code
+            warnings.simplefilter("ignore", SyntaxWarning)
+            body = ast.parse(s.strip().strip("'"), mode="eval").body
+        if isinstance(body, ast.Call):
+            return [_decode_call(body)]
+        elts = body.elts  # AttributeError for anything that is not a list/tuple/set: a decode failure
+        if not all(isinstance(e, ast.Call) for e in elts):
+            return None
+        return [_decode_call(e) for e in elts]
+    except (Exception, RecursionError, MemoryError):
+        return None
+
+
+def decode_json_calls(text):
+    """Decode <tool_call>{"name": ..., "arguments": {...}}</tool_call> blocks into BFCL's form.
+
+    Uses helpers.rewards.parse_tool_calls (Qwen/Hermes style, ToolRL's "parameters" accepted).
+    Returns [] when there are no blocks and None when a block does not parse.
+    """
+    from helpers.rewards import parse_tool_calls  # local import: rewards imports nothing from here
+
+    calls = parse_tool_calls(text)
+    if calls is None:
+        return None
+    return [{c["name"]: dict(c["arguments"])} for c in calls]
+
+
+def is_call_list(decoded):
+    """BFCL's is_function_calling_format_output: a list of one-key dicts whose value is a dict."""
+    if type(decoded) != list:
+        return False
+    for item in decoded:
+        if type(item) != dict or len(item) != 1 or type(list(item.values())[0]) != dict:
+            return False
+    return True
+
+
+def is_empty_output(decoded):
+    """BFCL's is_empty_output: "no function call" for the irrelevance category."""
+    return not is_call_list(decoded) or len(decoded) == 0 or (len(decoded) == 1 and len(decoded[0]) == 0)
+
+
+# -----------------------------------------------------------------------------
+# the AST checker
+#
+# Each check below returns None when it passes and a BFCL error_type string when it fails.
+
+
+def standardize_string(s):
+    """BFCL's string normalisation: drop spaces and , . / - _ * ^, lowercase, ' -> ".
+
+    So "April 1, 2024", "april 1 2024" and "April-1-2024" all compare equal.
+    """
+    return re.sub(r"[ ,./\-_*^]", "", s).lower().replace("'", '"')
+
+
+def _std(x):
+    return standardize_string(x) if type(x) == str else x
+
+
+def _items(seq):
+    # BFCL walks answer lists with `range(len(x))` + `x[i]`; keep that, since it also decides
+    # what happens on odd answers ("" -> no items, a dict -> KeyError).
+    return [seq[i] for i in range(len(seq))]
+
+
+def _answer_type(acceptable):
+    """Type of the first acceptable value that is not "" (None if the parameter is only optional)."""
+    for a in acceptable:
+        if a != "":
+            return type(a)
+    return None
+
+
+def _check_type(value, acceptable, expected, inner):
+    """BFCL's type_checker -> (error_type or None, is_variable).
+
+    `is_variable` marks a value whose acceptable answers have another type than the doc's type:
+    BFCL then compares the value literally (e.g. a variable name given as a string). A value whose
+    type equals the answers' type passes the type check even when it differs from the doc's type.
+    Only one level of nesting is checked (items of array/tuple), as in BFCL.
+    """
+    answer_type = _answer_type(acceptable)
+    is_variable = answer_type is not None and answer_type != expected
+    if type(value) == expected:
+        if inner is None:
+            return None, is_variable
+        for candidate in acceptable:
+            if type(candidate) == list and any(_check_type(v, candidate, inner, None)[0] for v in value):
+                continue
+            return None, is_variable  # a non-list candidate ("") accepts any items
+        # BFCL falls through to its variable rule here, but on a result already marked invalid
+        if answer_type is not None and type(value) == answer_type:
+            return "type_error:nested", True
+        return "type_error:simple", False
+    if answer_type is not None and type(value) == answer_type:
+        return None, True
+    return "type_error:simple", False
+
+
+def _check_string(value, acceptable):
+    if _std(value) not in [standardize_string(a) for a in acceptable if type(a) == str]:
+        return "value_error:string"
+    return None
+
+
+def _check_list(value, acceptable):
+    """Element-wise: strings at the top level are standardised, nested values compared as-is."""
+    got = [_std(v) for v in value]
+    if got not in [[_std(a) for a in _items(cand)] for cand in acceptable]:
+        return "value_error:list/tuple"
+    return None
+
+
+def _dict_mismatch(value, cand):
+    """Compare a dict argument with one acceptable dict (values standardised one level deep)."""
+    error = None
+    for key, v in value.items():
+        if key not in cand:
+            error = "value_error:dict_key"
+            break
+        if _std(v) not in [_std(a) for a in _items(cand[key])]:
+            error = "value_error:dict_value"
+            break
+    # BFCL runs the missing-key loop even after a failure above, and its error type wins
+    for key, acceptable in cand.items():
+        if key not in value and "" not in acceptable:
+            return "value_error:dict_key"
+    return error
+
+
+def _check_dict(value, acceptable):
+    error = "dict_checker:unclear"  # also the result when every acceptable entry is ""
+    for cand in acceptable:
+        if cand == "":
+            continue
+        error = _dict_mismatch(value, cand)
+        if error is None:
+            return None
+    return error
+
+
+def _check_list_of_dicts(value, acceptable):
+    """A list of dicts must match one acceptable list position by position."""
+    error = "list_dict_checker:unclear"
+    for cand in acceptable:
+        if len(value) != len(cand):
+            error = "value_error:list_dict_count"
+            continue
+        error = next((e for e in (_check_dict(v, [c]) for v, c in zip(value, _items(cand))) if e), None)
+        if error is None:
+            return None
+    return error
+
+
+def _check_call(func, call, answer):
+    """BFCL's simple_function_checker: one decoded call against one answer {name: {param: [...]}}.
+
+    Order of checks (first failure wins): function name, required params present, then per
+    model argument: known param, type (int accepted for float), value; finally every answer param
+    that is absent must allow "" (be optional).
+    """
+    acceptable_by_param = list(answer.values())[0]
+    name = func["name"]  # BFCL may rewrite "." to "_" for some API models; not in prompt mode
+    props, required = func["parameters"]["properties"], func["parameters"]["required"]
+    if name not in call:
+        return "simple_function_checker:wrong_func_name"
+    args = call[name]
+    for param in required:
+        if param not in args:
+            return "simple_function_checker:missing_required"
+    for param, value in args.items():
+        if param not in props or param not in acceptable_by_param:
+            return "simple_function_checker:unexpected_param"
+        acceptable = acceptable_by_param[param]
+        type_name = props[param]["type"]
+        expected = PYTHON_TYPES[type_name]
+        inner = PYTHON_TYPES[props[param]["items"]["type"]] if type_name in NESTED_TYPES else None
+        if type_name == "tuple" and type(value) == tuple:
+            value = list(value)  # answers were JSON round-tripped, so tuples are lists there
+        if type_name == "float" and type(value) == int:
+            value = float(value)  # Python's int -> float promotion is accepted
+        error, is_variable = _check_type(value, acceptable, expected, inner)
+        if error:
+            return error
+        if not is_variable:
+            if expected == dict:
+                error = _check_dict(value, acceptable)
+            elif expected == list and inner == dict:
+                error = _check_list_of_dicts(value, acceptable)
+            elif expected == str:
+                error = _check_string(value, acceptable)
+            elif expected == list:
+                error = _check_list(value, acceptable)
+            elif value not in acceptable:
+                error = "value_error:others"
+            if error:
+                return error
+        elif value not in acceptable:
+            return "value_error:others"
+    for param, acceptable in acceptable_by_param.items():
+        if param not in args and "" not in acceptable:
+            return "simple_function_checker:missing_optional"
+    return None
+
+
+def _find_function(functions, name):
+    if type(functions) != list:
+        return functions  # BFCL: a dict is the one function
+    return next((f for f in functions if f["name"] == name), None)
+
+
+def _check_parallel(functions, calls, answers):
+    """Order-free: each answer, in order, takes the first unused call that passes against it."""
+    if len(calls) != len(answers):
+        return "parallel_function_checker_no_order:wrong_count"
+    used = set()
+    for answer in answers:
+        func = _find_function(functions, list(answer.keys())[0])
+        found = False
+        for i, call in enumerate(calls):
+            if i not in used and _check_call(func, call, answer) is None:
+                used.add(i)
+                found = True
+                break
+        if not found:
+            return "parallel_function_checker_no_order:cannot_find_match"
+    return None
+
+
+def ast_check(functions, calls, possible_answer, category):
+    """BFCL AST check of decoded `calls` -> {"valid": bool, "error_type": str | None}.
+
+    category selects the checker as BFCL does, by substring: "parallel" (covers
+    parallel_multiple): same number of calls, matched order-free; "multiple": exactly one call,
+    checked against the function named by the answer; "irrelevance": valid iff no call is made;
+    anything else ("simple", "simple_python"): exactly one call against functions[0].
+    error_type strings are BFCL's; "checker_error:<Exception>" marks inputs on which the official
+    checker itself would raise (e.g. an answer naming a function missing from `functions`).
+    """
+    try:
+        if "irrelevance" in category:
+            ok = is_empty_output(calls)
+            return {"valid": ok, "error_type": None if ok else "irrelevance_error:decoder_success"}
+        if "parallel" in category:
+            error = _check_parallel(functions, calls, possible_answer)
+        elif "multiple" in category:
+            if len(calls) != len(possible_answer):
+                error = "multiple_function_checker:wrong_count"
+            else:
+                func = _find_function(functions, list(possible_answer[0].keys())[0])
+                error = _check_call(func, calls[0], possible_answer[0])
+        elif len(calls) != 1:
+            error = "simple_function_checker:wrong_count"
+        else:
+            error = _check_call(functions[0], calls[0], possible_answer[0])
+    except (Exception, RecursionError) as e:
+        error = f"checker_error:{type(e).__name__}"
+    return {"valid": error is None, "error_type": error}
+
+
+def score_bfcl_output(text, row, category, fmt="python"):
+    """Decode model `text` and check it: the whole BFCL AST pipeline for one row.
+
+    row: {"functions" (or BFCL's "function"), "ground_truth"} as loaded by helpers.data.
+    fmt: "python" = BFCL's prompting format `[f(a=1)]`; "json" = <tool_call> JSON blocks.
+    As in BFCL's runner: a decode failure fails a call category ("decoder_failed") and passes
+    irrelevance (no call was made); decoded output that is not a call list fails
+    ("decoder_wrong_output_format").
+    """
+    decoded = decode_json_calls(text) if fmt == "json" else decode_python_calls(text)
+    if "irrelevance" in category:
+        ok = decoded is None or is_empty_output(decoded)
+        return {"valid": ok, "error_type": None if ok else "irrelevance_error:decoder_success"}
+    if decoded is None:
+        return {"valid": False, "error_type": "decoder_failed"}
+    if not is_call_list(decoded):
+        return {"valid": False, "error_type": "decoder_wrong_output_format"}
+    functions = row.get("functions", row.get("function"))
+    return ast_check(functions, decoded, row.get("ground_truth"), category)
+
+
+def render_python_calls(calls):
+    """[{name: {arg: value}}] -> "[f(a=1, b='x')]", BFCL's prompting format (repr of each value)."""
+    return "[" + ", ".join(
+        f"{name}(" + ", ".join(f"{k}={v!r}" for k, v in args.items()) + ")"
+        for call in calls for name, args in call.items()
+    ) + "]"
