@@ -52,9 +52,10 @@ def frac_zero_std(groups: list[list[float]]) -> float:
 def keep_group(rewards: list[float], low: float = FILTER_LOW, high: float = FILTER_HIGH) -> bool:
     """Dynamic filtering (DAPO; STAR keeps groups whose mean accuracy is in (0.01, 0.99)): drop a group
     whose mean reward is outside (low, high), i.e. one that every sample (nearly) fails or solves.
-    The band assumes rewards in [0, 1]; rescale rewards with another range before using it."""
-    m = fmean(rewards)
-    return low < m < high
+    For a 0/1 reward that is the same as dropping groups without variance; for a graded reward a group
+    can sit mid-band with every sample equal (all 0 under Sim-RL, say), so zero-std groups are dropped
+    too: they carry no gradient either way. The band assumes rewards in [0, 1]; rescale others first."""
+    return low < fmean(rewards) < high and not zero_std(rewards)
 
 
 def filter_stats(groups: list[list[float]], low: float = FILTER_LOW, high: float = FILTER_HIGH) -> dict:

@@ -196,9 +196,19 @@ def load_tokenizer(model_id: str):
     return tok
 
 
-def build_messages(user: str | list, system: str | None = DEFAULT_SYSTEM) -> list[dict]:
-    """A user string (or an existing message list) plus our system prompt, in chat-message form."""
+def tool_call_message(calls: list[dict]) -> dict:
+    """An assistant turn that makes these calls ([{"name", "arguments"}]), in chat-template form."""
+    return {"role": "assistant", "content": "",
+            "tool_calls": [{"type": "function", "function": {"name": c["name"], "arguments": c["arguments"]}} for c in calls]}
+
+
+def build_messages(user: str | list, system: str | None = DEFAULT_SYSTEM, shots: list[dict] | None = None) -> list[dict]:
+    """A user string (or an existing message list) plus our system prompt, in chat-message form.
+    ``shots``: worked examples placed before the question as earlier turns, each a row with
+    "messages" (its user turns) and "ground_truth" (the calls the assistant makes)."""
     messages = [{"role": "user", "content": user}] if isinstance(user, str) else list(user)
+    for shot in reversed(shots or []):
+        messages = list(shot["messages"]) + [tool_call_message(shot["ground_truth"])] + messages
     if system and (not messages or messages[0].get("role") != "system"):
         messages = [{"role": "system", "content": system}] + messages
     return messages

@@ -47,6 +47,10 @@ ROUGE_CACHE_MAX_CHARS = 512
 TOOLRL_FORMAT_MAX, TOOLRL_FORMAT_MIN = 1.0, 0.0
 TOOLRL_CORRECT_MAX, TOOLRL_CORRECT_MIN = 3.0, -3.0
 
+# The range of each reward, for plots and for scaling to [0, 1] (dynamic filtering).
+REWARD_RANGES = {"binary": (0.0, 1.0), "sim": (-1.0, 1.0), "toolrl": (-3.0, 4.0),
+                 "bleu": (0.0, 1.0), "chrf": (0.0, 1.0), "embedding": (-1.0, 1.0)}
+
 THINK_RE = re.compile(r"<think>(.*?)</think>", re.S)
 TOOL_CALL_RE = re.compile(r"<tool_call>(.*?)</tool_call>", re.S)
 ANSWER_RE = re.compile(r"<answer>(.*?)</answer>", re.S)
@@ -725,3 +729,70 @@ def make_trl_reward(fn, name=None, columns=None, **fixed):
     reward.__name__ = reward.__qualname__ = name or fn.__name__
     reward.__doc__ = fn.__doc__
     return reward
+
+
+# -----------------------------------------------------------------------------
+# reward-hacking probes: completions built to game a reward, scored like any model output
+
+
+def _first_call_with_args(calls):
+    return next((c for c in calls if c.get("arguments")), calls[0] if calls else None)
+
+
+def tool_call_probes(ground_truth):
+    """Constructed completions for one tool-calling example, each a way a policy could try to game
+    (or simply miss) the reward. Returns {probe name: completion text}. Ground truth: [{"name", "arguments"}]."""
+    calls, _ = normalize_ground_truth(ground_truth)
+    if not calls:
+        raise ValueError("tool_call_probes needs a ground truth with at least one call")
+    target = _first_call_with_args(calls)
+    key = next(iter(target["arguments"]), None)
+
+    def with_target(new_args):
+        return [dict(c, arguments=new_args) if c is target else c for c in calls]
+
+    probes = {
+        "exact answer": render_tool_calls(calls),
+        "calls in reverse order": render_tool_calls(list(reversed(calls))),
+        "every call twice": render_tool_calls(calls + calls),
+        "empty arguments": render_tool_calls([dict(c, arguments={}) for c in calls]),
+        "one argument dropped": render_tool_calls(with_target({k: v for k, v in target["arguments"].items() if k != key})),
+        "one value slightly wrong": render_tool_calls(with_target({**target["arguments"], key: _nudge(target["arguments"].get(key))})),
+        "an unknown extra key": render_tool_calls(with_target({**target["arguments"], "confidence": "high"})),
+        "an unknown function": render_tool_calls([{"name": "search_everything", "arguments": {"query": "anything"}}]),
+        "only the first call": render_tool_calls(calls[:1]),
+        "broken JSON (a brace missing)": render_tool_calls(calls).replace("}\n</tool_call>", "\n</tool_call>", 1),
+        "prose, no call": "I would call the right function with the right arguments.",
+    }
+    return probes
+
+
+def _nudge(value):
+    """A plausible near miss: a number off by one, a string with one word changed."""
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, (int, float)):
+        return value + 1
+    if isinstance(value, str) and value:
+        words = value.split()
+        return " ".join(words[:-1] + ["other"]) if len(words) > 1 else value + "x"
+    return "other"
+
+
+def translation_probes(source, reference):
+    """Constructed translations that game sentence BLEU or chrF++ (or fail honestly).
+    Returns {probe name: completion text with an <answer> block}."""
+    words = reference.split()
+    half = " ".join(words[: max(1, len(words) // 2)])
+    probes = {
+        "the reference": reference,
+        "first half of the reference": half,
+        "first word only": words[0] if words else "",
+        "most frequent reference word x 20": " ".join([max(set(words), key=words.count)] * 20) if words else "",
+        "reference words shuffled": " ".join(sorted(words)),
+        "copy of the Spanish source": source,
+        "reference repeated twice": reference + " " + reference,
+    }
+    out = {name: f"<answer>{text}</answer>" for name, text in probes.items()}
+    out["no <answer> tag"] = reference
+    return out

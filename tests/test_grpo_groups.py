@@ -34,8 +34,10 @@ def test_dynamic_filter_band():
     assert not grpo.keep_group([1, 1, 1, 1])          # all solved: no signal
     assert grpo.keep_group([0, 1, 0, 0])
     assert not grpo.keep_group([0.995, 1.0])          # mean 0.9975 is outside (0.01, 0.99)
-    stats = grpo.filter_stats([[0, 0], [0, 1], [1, 1], [0.5, 0.5]])
-    assert stats == {"groups": 4, "kept": 2, "kept_fraction": 0.5}
+    assert not grpo.keep_group([0.5, 0.5, 0.5])       # mid-band but no variance: no gradient either
+    assert grpo.keep_group([0.4, 0.6])
+    stats = grpo.filter_stats([[0, 0], [0, 1], [1, 1], [0.5, 0.5], [0.2, 0.3]])
+    assert stats == {"groups": 5, "kept": 2, "kept_fraction": 0.4}
 
 
 def test_to_unit():

@@ -339,3 +339,42 @@ def test_rendered_ground_truth_scores_full_marks_on_xlam():
         assert R.sim_reward(text, gt, tools, require_think=True) == 1.0, row["id"]
         assert R.binary_reward(text, gt, tools) == 1.0, row["id"]
         assert R.toolrl_reward(R.render_tool_calls(gt, think="ok", style="toolrl"), gt, tools) == 4.0, row["id"]
+
+
+# -----------------------------------------------------------------------------
+# reward-hacking probes
+
+
+GT2 = [{"name": "get_weather", "arguments": {"city": "Paris", "unit": "celsius"}},
+       {"name": "get_time", "arguments": {"city": "Paris"}}]
+TOOLS2 = [{"name": "get_weather", "description": "", "parameters": {"type": "object", "properties": {"city": {}, "unit": {}}}},
+          {"name": "get_time", "description": "", "parameters": {"type": "object", "properties": {"city": {}}}}]
+
+
+def test_tool_call_probes_are_scored_as_the_lesson_says():
+    probes = R.tool_call_probes(GT2)
+    sim = {k: R.sim_reward(v, GT2, TOOLS2) for k, v in probes.items()}
+    binary = {k: R.binary_reward(v, GT2, TOOLS2) for k, v in probes.items()}
+    assert sim["exact answer"] == 1.0 == binary["exact answer"] == sim["calls in reverse order"]
+    assert sim["every call twice"] == 0.5  # the denominator counts every predicted call
+    assert sim["an unknown extra key"] == -1.0 and sim["an unknown function"] == -1.0 and sim["broken JSON (a brace missing)"] == -1.0
+    assert sim["empty arguments"] == 0.0 and sim["prose, no call"] == 0.0
+    assert 0 < sim["one value slightly wrong"] < 1 and 0 < sim["one argument dropped"] < 1
+    assert sim["only the first call"] == 0.5
+    # the binary reward cannot tell a near miss from nonsense
+    assert {binary[k] for k in probes if k not in ("exact answer", "calls in reverse order")} == {0.0}
+
+
+def test_tool_call_probes_need_calls():
+    with pytest.raises(ValueError):
+        R.tool_call_probes([])
+
+
+def test_translation_probes():
+    probes = R.translation_probes("el perro come", "the dog eats its food today")
+    bleu = {k: R.bleu_reward(v, "the dog eats its food today") for k, v in probes.items()}
+    chrf = {k: R.chrf_reward(v, "the dog eats its food today") for k, v in probes.items()}
+    assert bleu["the reference"] == 1.0 and chrf["the reference"] == 1.0
+    assert bleu["no <answer> tag"] == 0.0 == chrf["no <answer> tag"]
+    assert all(0.0 <= v <= 1.0 for v in list(bleu.values()) + list(chrf.values()))
+    assert chrf["reference words shuffled"] > bleu["reference words shuffled"]
