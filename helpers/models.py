@@ -219,6 +219,30 @@ def as_chat_tools(tools: list[dict]) -> list[dict]:
     return [t if t.get("type") == "function" and "function" in t else {"type": "function", "function": t} for t in tools]
 
 
+def shorten_tools(tools: list[dict], max_chars: int | None = 80) -> list[dict]:
+    """Tools with every description cut to ``max_chars`` (None keeps them whole). On two CPU cores
+    prompt length dominates the cost of a step, and the tool descriptions are most of the prompt;
+    names, parameter names, types and required lists are kept, so calls are scored the same."""
+    if max_chars is None:
+        return tools
+
+    def cut(text):
+        return text if not isinstance(text, str) or len(text) <= max_chars else text[: max_chars - 3].rstrip() + "..."
+
+    out = []
+    for tool in tools:
+        fn = tool.get("function", tool)
+        params = fn.get("parameters") or {}
+        props = params.get("properties") if isinstance(params.get("properties"), dict) else None
+        new_params = dict(params)
+        if props is not None:
+            new_params["properties"] = {k: (dict(v, description=cut(v["description"])) if isinstance(v, dict) and "description" in v else v)
+                                        for k, v in props.items()}
+        new_fn = dict(fn, description=cut(fn.get("description", "")), parameters=new_params)
+        out.append(dict(tool, function=new_fn) if "function" in tool else new_fn)
+    return out
+
+
 def render_prompt(tokenizer, messages: list[dict], tools: list[dict] | None = None) -> str:
     return tokenizer.apply_chat_template(
         messages, tools=as_chat_tools(tools) if tools else None, tokenize=False, add_generation_prompt=True

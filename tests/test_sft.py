@@ -1,0 +1,68 @@
+"""SFT on tool calls: the examples match the chat template exactly, and training resumes."""
+import pytest
+
+from helpers import data, models, rewards, runtime, sft
+
+
+@pytest.fixture(scope="module")
+def tok(model_cache):
+    return models.load_tokenizer(models.SMOLLM2_ID)
+
+
+@pytest.fixture(scope="module")
+def rows():
+    return data.load_xlam(download=False)[:12]
+
+
+def test_prompt_plus_completion_is_the_chat_template_rendering(tok, rows):
+    """What SFT trains on must be exactly what the template renders for that conversation,
+    or the model learns a format it never sees at inference."""
+    for row in rows:
+        ex = sft.tool_call_example(row, tok)
+        conversation = models.build_messages(row["messages"]) + [models.tool_call_message(row["ground_truth"])]
+        rendered = tok.apply_chat_template(conversation, tools=models.as_chat_tools(row["tools"]), tokenize=False)
+        assert rendered == ex["prompt"] + ex["completion"] + tok.eos_token + "\n", row["id"]
+        assert rewards.sim_reward(ex["completion"], row["ground_truth"], row["tools"]) == 1.0
+
+
+def test_shortened_tools_keep_what_scoring_needs(rows):
+    for row in rows:
+        short = models.shorten_tools(row["tools"], 20)
+        assert rewards.tool_parameters(short) == rewards.tool_parameters(row["tools"])
+        assert all(len(t["description"]) <= 20 for t in short)
+        for t in short:
+            for p in t["parameters"]["properties"].values():
+                assert len(p.get("description", "")) <= 20
+    assert models.shorten_tools(rows[0]["tools"], None) is rows[0]["tools"]
+
+
+def test_rows_that_do_not_fit_are_dropped_not_truncated(tok, rows):
+    ds, dropped = sft.build_dataset(rows, tok, max_length=300, desc_chars=80)
+    assert dropped > 0 and len(ds) + dropped == len(rows)
+    for ex in ds:
+        assert sft.fits(ex, tok, 300)
+
+
+@pytest.mark.slow
+def test_training_resumes_from_the_last_checkpoint(tmp_path, tok):
+    from transformers import LlamaConfig, LlamaForCausalLM
+    rt = runtime.setup("cpu", verbose=False)
+    tiny = LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                        num_attention_heads=2, num_key_value_heads=1, pad_token_id=tok.pad_token_id))
+    from datasets import Dataset
+    ds = Dataset.from_list([{"prompt": f"<|im_start|>user\nsay {i}<|im_end|>\n<|im_start|>assistant\n", "completion": f"{i}"}
+                            for i in range(8)])
+    cfg = sft.sft_config(rt, tmp_path, max_steps=2, learning_rate=1e-3, batch_size=2, save_steps=1, max_length=64)
+    sft.train(tiny, tok, ds, cfg)
+    assert sft.last_checkpoint(tmp_path).endswith("checkpoint-2")
+    cfg = sft.sft_config(rt, tmp_path, max_steps=4, learning_rate=1e-3, batch_size=2, save_steps=1, max_length=64)
+    from transformers import TrainerCallback
+    ran = []
+
+    class Count(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            ran.append(state.global_step)
+
+    trainer = sft.train(tiny, tok, ds, cfg, callbacks=[Count()])
+    assert trainer.state.global_step == 4
+    assert ran == [3, 4], "the second run must resume at step 3, not start over"
