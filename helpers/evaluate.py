@@ -18,6 +18,9 @@ decode, and the checker returns {"valid": False, "error_type": ...}.
 """
 
 import ast
+import json
+import os
+import random
 import operator
 import re
 import warnings
@@ -481,3 +484,147 @@ def render_python_calls(calls):
         f"{name}(" + ", ".join(f"{k}={v!r}" for k, v in args.items()) + ")"
         for call in calls for name, args in call.items()
     ) + "]"
+
+
+# -----------------------------------------------------------------------------
+# the generation harness: prompts -> (cached) greedy completions -> scores
+# Torch and the model are only touched by `generate_cached`, imported lazily.
+
+AST_CATEGORIES = ("simple", "multiple", "parallel", "parallel_multiple")
+# BFCL's function docs use Python-ish type names; the chat template shows JSON schema, as in training.
+BFCL_TO_JSON_TYPE = {"dict": "object", "float": "number", "tuple": "array", "any": "string",
+                     "integer": "integer", "string": "string", "boolean": "boolean", "array": "array"}
+
+
+def _json_schema(node):
+    if not isinstance(node, dict):
+        return node
+    out = {k: _json_schema(v) if isinstance(v, dict) else v for k, v in node.items()}
+    if isinstance(out.get("type"), str):
+        out["type"] = BFCL_TO_JSON_TYPE.get(out["type"], out["type"])
+    if isinstance(node.get("properties"), dict):
+        out["properties"] = {k: _json_schema(v) for k, v in node["properties"].items()}
+    return out
+
+
+def bfcl_tools(functions):
+    """BFCL function docs as chat-template tools with JSON-schema type names."""
+    return [dict(f, parameters=_json_schema(f.get("parameters", {}))) for f in functions]
+
+
+def bfcl_ground_truth_calls(ground_truth):
+    """BFCL's answer (lists of acceptable values per argument) as one concrete call list
+    [{"name", "arguments"}], taking the first acceptable value and leaving out optional
+    arguments whose first acceptable value is "" (omitted). Used for the Sim-RL score on BFCL."""
+    calls = []
+    for call in ground_truth or []:
+        for name, params in call.items():
+            args = {k: v[0] for k, v in params.items() if isinstance(v, list) and v and v[0] != ""}
+            calls.append({"name": name, "arguments": args})
+    return calls
+
+
+def sample_rows(rows, n, seed=0):
+    """A fixed, documented sample: n rows drawn with random.Random(seed), returned in file order."""
+    if n is None or n >= len(rows):
+        return list(rows)
+    picked = sorted(random.Random(seed).sample(range(len(rows)), n))
+    return [rows[i] for i in picked]
+
+
+def _cache_key(model_tag, prompt, settings):
+    import hashlib
+    return hashlib.sha256(json.dumps([model_tag, prompt, settings], sort_keys=True).encode()).hexdigest()
+
+
+def generate_cached(model, tokenizer, prompts, *, cache_path=None, model_tag="model", max_new_tokens=128,
+                    batch_size=8, progress=False):
+    """Greedy completions for `prompts`, read from / appended to a JSON-lines cache so a rerun only
+    scores. The key covers the model tag, the prompt and the generation settings; pass a tag that
+    changes when the weights do (e.g. the checkpoint path)."""
+    from helpers import models
+    settings = {"max_new_tokens": max_new_tokens, "greedy": True}
+    cache = {}
+    if cache_path is not None and os.path.exists(cache_path):
+        with open(cache_path, encoding="utf-8") as f:
+            for line in f:
+                try:
+                    entry = json.loads(line)
+                    cache[entry["key"]] = entry["text"]
+                except (ValueError, KeyError):
+                    continue  # a line cut short by an interruption is simply generated again
+    keys = [_cache_key(model_tag, p, settings) for p in prompts]
+    todo = [i for i, k in enumerate(keys) if k not in cache]
+    if todo:
+        texts = models.generate(model, tokenizer, [prompts[i] for i in todo], max_new_tokens=max_new_tokens,
+                                batch_size=batch_size, progress=progress)
+        for i, text in zip(todo, texts):
+            cache[keys[i]] = text
+        if cache_path is not None:
+            os.makedirs(os.path.dirname(os.path.abspath(cache_path)), exist_ok=True)
+            with open(cache_path, "a", encoding="utf-8") as f:
+                for i in todo:
+                    f.write(json.dumps({"key": keys[i], "text": cache[keys[i]]}) + "\n")
+    return [cache[k] for k in keys]
+
+
+def tool_call_scores(text, ground_truth, tools):
+    """Format validity, Sim-RL and exact match of one completion against {"name","arguments"} calls."""
+    from helpers import rewards
+    calls = rewards.parse_tool_calls(text, strict=True)
+    params = rewards.tool_parameters(tools)
+    valid = bool(calls) and all(c["name"] in params and all(k in params[c["name"]] for k in c["arguments"]) for c in calls)
+    return {"format_valid": valid,
+            "sim": rewards.sim_reward(text, ground_truth, tools),
+            "exact": rewards.binary_reward(text, ground_truth, tools)}
+
+
+def summarize_tool_calls(records):
+    n = len(records)
+    if not n:
+        return {"n": 0}
+    return {"n": n,
+            "format_valid": sum(r["format_valid"] for r in records) / n,
+            "sim_mean": sum(r["sim"] for r in records) / n,
+            "sim_pos_mean": sum(max(r["sim"], 0.0) for r in records) / n,
+            "exact": sum(r["exact"] for r in records) / n}
+
+
+def evaluate_tool_calls(model, tokenizer, rows, *, desc_chars=None, **gen_kwargs):
+    """Greedy completions for xLAM-style rows ({"messages", "tools", "ground_truth"}), scored with
+    format validity, Sim-RL and exact match. Returns (records, summary)."""
+    from helpers import models
+    prompts = [models.render_prompt(tokenizer, models.build_messages(r["messages"]), models.shorten_tools(r["tools"], desc_chars))
+               for r in rows]
+    texts = generate_cached(model, tokenizer, prompts, **gen_kwargs)
+    records = [{"id": r["id"], "completion": t, **tool_call_scores(t, r["ground_truth"], r["tools"])} for r, t in zip(rows, texts)]
+    return records, summarize_tool_calls(records)
+
+
+def evaluate_bfcl(model, tokenizer, rows_by_category, *, desc_chars=None, **gen_kwargs):
+    """BFCL in the chat template's JSON tool-call format: per-row AST validity (our checker) and the
+    Sim-RL score against the first acceptable answer. Returns (records, summary) where summary holds
+    per-category accuracy and `ast_mean`, the unweighted mean over the call categories present
+    (BFCL's non-live AST summary averages categories the same way; irrelevance is reported apart)."""
+    from helpers import models, rewards
+    records = []
+    for category, rows in rows_by_category.items():
+        prompts = [models.render_prompt(tokenizer, models.build_messages(r["question"]),
+                                        models.shorten_tools(bfcl_tools(r["functions"]), desc_chars)) for r in rows]
+        texts = generate_cached(model, tokenizer, prompts, **gen_kwargs)
+        for r, text in zip(rows, texts):
+            check = score_bfcl_output(text, r, category, fmt="json")
+            gt_calls = bfcl_ground_truth_calls(r["ground_truth"])
+            sim = rewards.sim_reward(text, gt_calls, bfcl_tools(r["functions"])) if gt_calls else None
+            records.append({"id": r["id"], "category": category, "completion": text, "valid": check["valid"],
+                            "error_type": check["error_type"], "sim": sim})
+    summary = {}
+    for category in rows_by_category:
+        rs = [r for r in records if r["category"] == category]
+        summary[f"{category}_accuracy"] = sum(r["valid"] for r in rs) / len(rs) if rs else None
+        sims = [r["sim"] for r in rs if r["sim"] is not None]
+        if sims:
+            summary[f"{category}_sim"] = sum(sims) / len(sims)
+    present = [summary[f"{c}_accuracy"] for c in AST_CATEGORIES if summary.get(f"{c}_accuracy") is not None]
+    summary["ast_mean"] = sum(present) / len(present) if present else None
+    return records, summary

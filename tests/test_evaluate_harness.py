@@ -1,0 +1,86 @@
+"""The evaluation harness on a scripted model whose outputs are known: exact expected scores."""
+import json
+
+import pytest
+
+from helpers import data, evaluate, models, rewards
+
+
+@pytest.fixture
+def scripted(monkeypatch):
+    answers, calls = {}, []
+
+    def fake_generate(model, tokenizer, prompts, **kwargs):
+        calls.append(list(prompts))
+        return [answers.get(p, "no idea") for p in prompts]
+
+    monkeypatch.setattr(models, "generate", fake_generate)
+    return answers, calls
+
+
+class Tok:
+    """Renders prompts as JSON so the scripted model can key on them (no real template needed)."""
+    def apply_chat_template(self, messages, tools=None, tokenize=False, add_generation_prompt=True):
+        return json.dumps({"m": messages[-1]["content"], "t": [t["function"]["name"] for t in tools or []]})
+
+
+def test_bfcl_scores_and_cache(scripted, tmp_path):
+    answers, calls = scripted
+    rows = data.load_bfcl("simple", download=False)[:4]
+    tok = Tok()
+    # row 0 answered exactly, row 1 with a wrong value, rows 2-3 in prose
+    for i, row in enumerate(rows[:2]):
+        gt = evaluate.bfcl_ground_truth_calls(row["ground_truth"])
+        if i == 1:
+            key = next(iter(gt[0]["arguments"]))
+            gt[0]["arguments"][key] = "definitely wrong"
+        prompt = models.render_prompt(tok, models.build_messages(row["question"]), evaluate.bfcl_tools(row["functions"]))
+        answers[prompt] = rewards.render_tool_calls(gt)
+    cache = tmp_path / "gen.jsonl"
+    records, summary = evaluate.evaluate_bfcl(None, tok, {"simple": rows}, cache_path=str(cache), model_tag="scripted")
+    assert [r["valid"] for r in records] == [True, False, False, False]
+    assert summary["simple_accuracy"] == 0.25 and summary["ast_mean"] == 0.25
+    assert records[0]["sim"] == 1.0 and 0 <= records[1]["sim"] < 1 and records[2]["sim"] == 0.0
+    assert records[2]["error_type"] == "simple_function_checker:wrong_count"  # prose decodes to no call at all
+    assert len(calls) == 1
+    # a rerun only scores: nothing is generated again
+    records2, summary2 = evaluate.evaluate_bfcl(None, tok, {"simple": rows}, cache_path=str(cache), model_tag="scripted")
+    assert len(calls) == 1 and summary2 == summary
+    # another model tag misses the cache
+    evaluate.evaluate_bfcl(None, tok, {"simple": rows}, cache_path=str(cache), model_tag="other")
+    assert len(calls) == 2
+
+
+def test_truncated_cache_line_is_regenerated(scripted, tmp_path):
+    _, calls = scripted
+    cache = tmp_path / "gen.jsonl"
+    evaluate.generate_cached(None, None, ["a", "b"], cache_path=str(cache), model_tag="t")
+    lines = cache.read_text().splitlines()
+    cache.write_text(lines[0] + "\n" + lines[1][:10] + "\n")  # an interrupted write
+    assert evaluate.generate_cached(None, None, ["a", "b"], cache_path=str(cache), model_tag="t") == ["no idea", "no idea"]
+    assert calls[-1] == ["b"]
+
+
+def test_tool_call_records_on_xlam(scripted):
+    answers, _ = scripted
+    rows = data.load_xlam(download=False)[:3]
+    tok = Tok()
+    p0 = models.render_prompt(tok, models.build_messages(rows[0]["messages"]), rows[0]["tools"])
+    answers[p0] = rewards.render_tool_calls(rows[0]["ground_truth"])
+    records, summary = evaluate.evaluate_tool_calls(None, tok, rows)
+    assert [r["exact"] for r in records] == [1.0, 0.0, 0.0]
+    assert summary == {"n": 3, "format_valid": 1 / 3, "sim_mean": 1 / 3, "sim_pos_mean": 1 / 3, "exact": 1 / 3}
+
+
+def test_bfcl_helpers():
+    gt = [{"f": {"a": [1, 2], "b": ["", "x"], "c": ["y"]}}]
+    assert evaluate.bfcl_ground_truth_calls(gt) == [{"name": "f", "arguments": {"a": 1, "c": "y"}}]
+    tools = evaluate.bfcl_tools([{"name": "f", "parameters": {"type": "dict", "properties": {"x": {"type": "float"},
+                                                                                             "d": {"type": "dict", "properties": {"y": {"type": "tuple"}}}}}}])
+    assert tools[0]["parameters"]["type"] == "object"
+    assert tools[0]["parameters"]["properties"]["x"]["type"] == "number"
+    assert tools[0]["parameters"]["properties"]["d"]["properties"]["y"]["type"] == "array"
+    rows = list(range(100))
+    assert evaluate.sample_rows(rows, 10, seed=1) == evaluate.sample_rows(rows, 10, seed=1)
+    assert evaluate.sample_rows(rows, 10, seed=1) == sorted(evaluate.sample_rows(rows, 10, seed=1))
+    assert evaluate.sample_rows(rows, None) == rows
