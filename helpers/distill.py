@@ -6,7 +6,7 @@ Notation used in every docstring below, per completion token (temperature 1, no 
     T_k        the teacher's k most likely tokens; S_m the student's m most likely tokens
 
 Loss functions take logits that are already aligned with their targets (position t scores token t+1);
-``shift_logits``/the step functions do that alignment. Shapes: logits (B, T, V) or (N, V); a mask is
+``lm_logits`` and the step functions do that alignment. Shapes: logits (B, T, V) or (N, V); a mask is
 (B, T) or (N,), non-zero = a completion token that counts. Every loss is the mean over counted tokens
 of the whole batch (a token mean, as OpenRLHF's KDLoss and TRL's GKD "batchmean" do), computed in
 float32 whatever the dtype of the logits.
@@ -176,10 +176,11 @@ def ckd_loss_cached(student_logits, teacher_topk_ids, teacher_topk_logprobs, mas
     about and the teacher does not rank, and leaves the rest of the student's tail alone (the
     exploration that the RL stage needs).
 
-    STAR's official CKD is a patch to OpenRLHF's KDLoss that we could not read; we follow the paper's
-    equations and that KDLoss's conventions: softmax in float32, temperature 1, teacher without
-    gradient, mean over the counted tokens of the batch (OpenRLHF's CE-form KDLoss differs from the
-    KL form here by the teacher's entropy, a constant with the same gradient).
+    STAR's released code ships CKD as a patch to OpenRLHF's KDLoss (0001-add-ckd.patch), whose text
+    was not available when this was written; we follow the paper's equations and that KDLoss's
+    conventions: softmax in float32, temperature 1, teacher without gradient, mean over the counted
+    tokens of the whole batch. (OpenRLHF's KDLoss is the cross-entropy form −Σ p_T log p_S; it differs
+    from the KL form used here by the teacher's entropy, a constant with the same gradient.)
 
     teacher_topk_ids, teacher_topk_logprobs: (B, T, k) / (N, k), ids any integer dtype, log-probs any
     float dtype. An all-zero mask returns a graph-connected 0.0 (a batch whose completions were all
@@ -328,43 +329,61 @@ def position_ids_from(attention_mask: torch.Tensor) -> torch.Tensor:
     return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
-def lm_logits(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-    """(B, L-1, V) logits aligned with their targets input_ids[:, 1:]."""
+def first_counted(mask: torch.Tensor) -> int:
+    """The first shifted position that any row of the batch counts (0 when none does)."""
+    cols = mask.reshape(-1, mask.shape[-1]).any(dim=0).nonzero()
+    return int(cols[0]) if len(cols) else 0
+
+
+def lm_logits(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+              first: int = 0) -> torch.Tensor:
+    """(B, L-1-first, V) logits for positions first .. L-2, aligned with the targets input_ids[:, first+1:].
+    first > 0 asks the model for those logits only (Hugging Face's logits_to_keep): the LM head is a
+    large share of a small model's compute (SmolLM2: 28M of 135M parameters, vocab 49,152), and in a
+    left-padded batch the prompt positions before the earliest completion never need it."""
     if attention_mask is None:
         attention_mask = torch.ones_like(input_ids)
-    out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids_from(attention_mask))
+    kwargs = {"logits_to_keep": input_ids.shape[1] - first} if first > 0 else {}
+    out = model(input_ids=input_ids, attention_mask=attention_mask,
+                position_ids=position_ids_from(attention_mask), **kwargs)
     return out.logits[:, :-1]
 
 
 def target_mask(batch: dict) -> torch.Tensor:
-    """(B, L-1) bool: which shifted positions predict a counted completion token."""
+    """(B, L-1) bool: which shifted positions predict a counted completion token (the target and the
+    position that predicts it are both real tokens)."""
     mask = batch["completion_mask"].bool()
-    if "attention_mask" in batch:
-        mask = mask & batch["attention_mask"].bool()
-    return mask[:, 1:]
+    if batch.get("attention_mask") is None:
+        return mask[:, 1:]
+    att = batch["attention_mask"].bool()
+    return (mask & att)[:, 1:] & att[:, :-1]
 
 
 def ckd_step_online(student, teacher, batch: dict, loss: str = "ckd", **loss_kwargs) -> torch.Tensor:
     """The loss of one batch with the teacher run on the fly (no grad). batch: input_ids, attention_mask,
-    completion_mask, each (B, L). Call .backward() on the result. The teacher's full logits exist for
-    this step: the memory that ``ckd_step_cached`` saves."""
+    completion_mask, each (B, L). Call .backward() on the result. The teacher's logits exist for this
+    step: the memory and the teacher forward that ``ckd_step_cached`` saves."""
     ids, att = batch["input_ids"], batch.get("attention_mask")
     mask = target_mask(batch)
+    first = first_counted(mask)
     teacher_logits = None
     if loss != "sft":
         teacher.eval()
         with torch.no_grad():
-            teacher_logits = lm_logits(teacher, ids, att)
-    student_logits = lm_logits(student, ids, att)
-    return distill_loss(loss, student_logits, teacher_logits, mask, labels=ids[:, 1:], **loss_kwargs)
+            teacher_logits = lm_logits(teacher, ids, att, first)
+    student_logits = lm_logits(student, ids, att, first)
+    return distill_loss(loss, student_logits, teacher_logits, mask[:, first:], labels=ids[:, first + 1:],
+                        **loss_kwargs)
 
 
 def ckd_step_cached(student, batch: dict, loss: str = "ckd", **loss_kwargs) -> torch.Tensor:
     """The loss of one batch from ``collate_cached`` (teacher top-k read from the cache): the teacher
     is not in memory and never runs."""
-    student_logits = lm_logits(student, batch["input_ids"], batch["attention_mask"])
-    return distill_loss_cached(loss, student_logits, batch["teacher_topk_ids"], batch["teacher_topk_logprobs"],
-                               batch["loss_mask"], **loss_kwargs)
+    mask = batch["loss_mask"]
+    first = first_counted(mask)
+    student_logits = lm_logits(student, batch["input_ids"], batch["attention_mask"], first)
+    return distill_loss_cached(loss, student_logits, batch["teacher_topk_ids"][:, first:],
+                               batch["teacher_topk_logprobs"][:, first:], mask[:, first:], **loss_kwargs)
 
 
 # ----------------------------------------------------------------------------- teacher top-k cache
@@ -495,14 +514,15 @@ def build_topk_cache(teacher_model, batches, k: int, path, *, model_id: str | No
             ids = batch["input_ids"]
             att = batch.get("attention_mask")
             att = torch.ones_like(ids) if att is None else att
-            logits = lm_logits(teacher_model, ids, att)   # (B, L-1, V)
+            mask = target_mask({"completion_mask": batch["completion_mask"], "attention_mask": att})
+            first = first_counted(mask)
+            logits = lm_logits(teacher_model, ids, att, first)   # (B, L-1-first, V)
             vocab = logits.shape[-1]
             for b in range(ids.shape[0]):
                 real = att[b].bool()                     # padding dropped: a record is one real sequence
-                seq, cm = ids[b][real], batch["completion_mask"][b][real].bool()
-                rows = logits[b][real[:-1] & real[1:]]  # row r predicts token r+1 of the real sequence
-                t_ids, t_lp = topk_from_logits(rows[cm[1:]], k)
-                rec = {"input_ids": seq, "completion_mask": cm, "topk_ids": t_ids, "topk_logprobs": t_lp}
+                t_ids, t_lp = topk_from_logits(logits[b][mask[b, first:]], k)
+                rec = {"input_ids": ids[b][real], "completion_mask": batch["completion_mask"][b][real].bool(),
+                       "topk_ids": t_ids, "topk_logprobs": t_lp}
                 if batch.get("ids") is not None:
                     rec["id"] = batch["ids"][b]
                 records.append(rec)
@@ -510,12 +530,15 @@ def build_topk_cache(teacher_model, batches, k: int, path, *, model_id: str | No
     return save_topk_cache(path, records, vocab_size=vocab, model_id=model_id)
 
 
-def collate_cached(records: list[dict], pad_id: int = 0) -> dict:
-    """Right-padded training batch from cache records: input_ids, attention_mask (B, L); loss_mask
-    (B, L-1); teacher_topk_ids (B, L-1, k) int64 and teacher_topk_logprobs (B, L-1, k) float32, zero
-    where loss_mask is 0 (those rows are never read)."""
+def collate_cached(records: list[dict], pad_id: int = 0, padding_side: str = "left") -> dict:
+    """Padded training batch from cache records: input_ids, attention_mask (B, L); loss_mask (B, L-1);
+    teacher_topk_ids (B, L-1, k) int64 and teacher_topk_logprobs (B, L-1, k) float32, zero where
+    loss_mask is 0 (those rows are never read). Left padding by default: completions then end every
+    row together, so ``lm_logits`` can skip the LM head on the prompt positions of all rows."""
     if not records:
         raise ValueError("collate_cached needs at least one record")
+    if padding_side not in ("left", "right"):
+        raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
     k = records[0]["topk_ids"].shape[1]
     n, width = len(records), max(len(r["input_ids"]) for r in records)
     input_ids = torch.full((n, width), pad_id, dtype=torch.long)
@@ -525,12 +548,14 @@ def collate_cached(records: list[dict], pad_id: int = 0) -> dict:
     t_lp = torch.zeros((n, width - 1, k), dtype=torch.float32)
     for i, r in enumerate(records):
         length = len(r["input_ids"])
-        input_ids[i, :length] = torch.as_tensor(r["input_ids"]).long()
-        attention[i, :length] = 1
+        at = slice(width - length, width) if padding_side == "left" else slice(0, length)
+        shifted = slice(at.start, at.stop - 1)           # positions whose target is a real token after them
+        input_ids[i, at] = torch.as_tensor(r["input_ids"]).long()
+        attention[i, at] = 1
         rows = torch.as_tensor(r["completion_mask"]).bool()[1:]
-        loss_mask[i, :length - 1] = rows
-        t_ids[i, :length - 1][rows] = torch.as_tensor(r["topk_ids"]).long()
-        t_lp[i, :length - 1][rows] = torch.as_tensor(r["topk_logprobs"]).float()
+        loss_mask[i, shifted] = rows
+        t_ids[i, shifted][rows] = torch.as_tensor(r["topk_ids"]).long()
+        t_lp[i, shifted][rows] = torch.as_tensor(r["topk_logprobs"]).float()
     return {"input_ids": input_ids, "attention_mask": attention, "loss_mask": loss_mask,
             "teacher_topk_ids": t_ids, "teacher_topk_logprobs": t_lp}
 
@@ -578,7 +603,8 @@ def rollout_verdict(completion: str, tools, require_call: bool = True, require_t
         if len(found) != 1:
             return "bad_think", None, None
         think = found[0].strip()
-    calls = parse_tool_calls(completion, strict=True)
+    # STAR reads calls from the answer after the reasoning: a <tool_call> drafted inside <think> is not a call
+    calls = parse_tool_calls(completion.split("</think>")[-1], strict=True)
     if calls is None:
         return "malformed_tool_call", None, think
     if not calls:
@@ -592,7 +618,8 @@ def rollout_verdict(completion: str, tools, require_call: bool = True, require_t
     return "ok", calls, think
 
 
-def filter_rollouts(rows: list[dict], require_call: bool = True, require_think: bool = False) -> tuple[list[dict], dict]:
+def filter_rollouts(rows: list[dict], require_call: bool = True,
+                    require_think: bool = False) -> tuple[list[dict], dict]:
     """Keep the teacher rollouts fit to distil on, as STAR's teacher_rollout.py does before CKD:
     every <tool_call> block is one JSON object with "name" and a dict "arguments"
     (rewards.parse_tool_calls, strict), every name is a tool of the row, every argument key is one of
@@ -625,6 +652,6 @@ __all__ = [
     "topk_reverse_kl", "topk_reverse_kl_cached", "sft_loss", "distill_loss", "distill_loss_cached",
     "topk_from_logits", "save_topk_cache", "load_topk_cache", "build_topk_cache", "collate_cached",
     "cache_bytes_per_token", "full_logits_bytes_per_token", "tokenize_pair",
-    "position_ids_from", "lm_logits", "target_mask", "ckd_step_online", "ckd_step_cached",
+    "position_ids_from", "first_counted", "lm_logits", "target_mask", "ckd_step_online", "ckd_step_cached",
     "rollout_verdict", "filter_rollouts",
 ]

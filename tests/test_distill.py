@@ -367,12 +367,34 @@ def test_build_topk_cache_on_a_tiny_random_llama(tmp_path, padding_side):
         assert torch.allclose(rec["topk_logprobs"].float(), lp, atol=2e-3)  # float16 storage
 
 
-def test_cached_step_equals_online_step(tmp_path):
+def test_logits_to_keep_gives_the_same_logits():
+    model = tiny_llama(0)
+    batch, _ = tiny_batch("left")
+    mask = D.target_mask(batch)
+    first = D.first_counted(mask)
+    assert first == 3  # the 7-token row's completion starts at token 4, predicted from position 3
+    with torch.no_grad():
+        full = D.lm_logits(model, batch["input_ids"], batch["attention_mask"])
+        tail = D.lm_logits(model, batch["input_ids"], batch["attention_mask"], first)
+    assert tail.shape == (2, 6 - first, 128)
+    assert torch.allclose(tail, full[:, first:], atol=1e-5)
+    assert D.first_counted(torch.zeros(2, 5, dtype=torch.bool)) == 0
+
+
+def test_target_mask_needs_a_real_predecessor():
+    # left padding and a completion that starts at the first real token: nothing predicts that token
+    batch = {"input_ids": torch.tensor([[0, 5, 6, 7]]), "attention_mask": torch.tensor([[0, 1, 1, 1]]),
+             "completion_mask": torch.tensor([[0, 1, 1, 1]])}
+    assert D.target_mask(batch).tolist() == [[False, True, True]]
+
+
+@pytest.mark.parametrize("padding_side", ["left", "right"])
+def test_cached_step_equals_online_step(tmp_path, padding_side):
     teacher, student = tiny_llama(0), tiny_llama(1)
     batch, _ = tiny_batch("left")
     D.build_topk_cache(teacher, [batch], k=16, path=tmp_path)
     records, _ = D.load_topk_cache(tmp_path)
-    cached = D.collate_cached(records)
+    cached = D.collate_cached(records, padding_side=padding_side)
     assert cached["loss_mask"].sum() == 5
     for loss in ("ckd", "topk_fkl", "topk_rkl"):
         online = D.ckd_step_online(student, teacher, batch, loss=loss, k=16, **({"m": 16} if loss == "ckd" else {}))
@@ -409,11 +431,14 @@ def call(name, **args):
     return "<tool_call>\n" + json.dumps({"name": name, "arguments": args}) + "\n</tool_call>"
 
 
+SPACED = "<tool_call>\n" + json.dumps({"name": "get_weather", "arguments": {"city": "Paris"}}, indent=2) + "\n</tool_call>"
+
+
 def test_filter_rollouts_on_hand_made_rows():
     rows = [
         {"id": 1, "tools": TOOLS, "completion": call("get_weather", city="Paris")},                       # kept
         {"id": 1, "tools": TOOLS, "completion": call("get_weather", city="Paris")},                       # duplicate
-        {"id": 1, "tools": TOOLS, "completion": "<tool_call>\n" + json.dumps({"name": "get_weather", "arguments": {"city": "Paris"}}, indent=2) + "\n</tool_call>"},  # same call, other whitespace: duplicate
+        {"id": 1, "tools": TOOLS, "completion": SPACED},                                                   # same call, other whitespace: duplicate
         {"id": 2, "tools": TOOLS, "completion": call("get_weather", city="Paris")},                       # other prompt: kept
         {"id": 1, "tools": TOOLS, "completion": call("search", q="x") + "\n" + call("get_weather", city="Rome", unit="C")},  # kept
         {"id": 1, "tools": TOOLS, "completion": call("get_weather", city="Rome", unit="C") + "\n" + call("search", q="x")},  # same calls reordered: duplicate
@@ -437,9 +462,12 @@ def test_filter_rollouts_on_hand_made_rows():
 def test_filter_rollouts_think_rule():
     rows = [{"prompt": "p", "tools": TOOLS, "completion": "plan</think>\n" + call("search", q="a")},        # template opened <think>
             {"prompt": "p", "tools": TOOLS, "completion": "<think>a</think><think>b</think>" + call("search", q="a")},
-            {"prompt": "p", "tools": TOOLS, "completion": "<think>other plan</think>\n" + call("search", q="a")}]
+            {"prompt": "p", "tools": TOOLS, "completion": "<think>other plan</think>\n" + call("search", q="a")},
+            {"prompt": "p", "tools": TOOLS, "completion": "<think>maybe " + call("nope") + "</think>\nNo call needed."}]
     kept, stats = D.filter_rollouts(rows, require_think=True)
     assert kept == [rows[0], rows[2]]  # same call, different reasoning: not a duplicate (STAR hashes both)
-    assert stats["reasons"] == {"bad_think": 1}
+    assert stats["reasons"] == {"bad_think": 1, "no_tool_call": 1}  # a call drafted inside <think> is no call
     kept, stats = D.filter_rollouts(rows)  # without the rule the reasoning is ignored: rows 1 and 2 repeat row 0
-    assert kept == [rows[0]] and stats["reasons"] == {"duplicate": 2}
+    assert kept == [rows[0]] and stats["reasons"] == {"duplicate": 2, "no_tool_call": 1}
+    kept, stats = D.filter_rollouts(rows, require_call=False, require_think=True)
+    assert kept == [rows[0], rows[2], rows[3]]  # STAR's own rule: a text reply after the reasoning is kept
