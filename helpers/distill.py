@@ -655,3 +655,143 @@ __all__ = [
     "position_ids_from", "first_counted", "lm_logits", "target_mask", "ckd_step_online", "ckd_step_cached",
     "rollout_verdict", "filter_rollouts",
 ]
+
+
+# ----------------------------------------------------------------------------- the training loop
+# A compact loop rather than a TRL Trainer subclass: the teacher is a cache (no generation, no second
+# model in memory), each step is "collate cached records -> student forward -> loss -> AdamW", and the
+# whole of it fits on one screen. TRL's GKDTrainer would run the teacher online over the full
+# vocabulary (see benchmarks/bench_distill.py for the cost).
+
+def step_loss(student, batch: dict, loss: str = "ckd", teacher=None, **loss_kwargs) -> torch.Tensor:
+    """One batch's loss for any name in LOSS_NAMES. ``batch`` comes from ``collate_cached``. The cached
+    top-k serves "ckd", "topk_fkl" and "topk_rkl"; "sft" trains on the rollout tokens themselves
+    (sequence-level distillation); "fkl" needs the full teacher distribution, so the teacher runs online."""
+    if loss in _CACHED:
+        return ckd_step_cached(student, batch, loss, **loss_kwargs)
+    mask = batch["loss_mask"]
+    first = first_counted(mask)
+    if loss == "sft":
+        logits = lm_logits(student, batch["input_ids"], batch["attention_mask"], first)
+        return sft_loss(logits, batch["input_ids"][:, first + 1:], mask[:, first:])
+    if loss == "fkl":
+        if teacher is None:
+            raise ValueError("loss 'fkl' is full-vocabulary forward KL: pass the teacher (online mode)")
+        online = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"],
+                  "completion_mask": torch.nn.functional.pad(mask.long(), (1, 0))}
+        return ckd_step_online(student, teacher, online, "fkl")
+    raise ValueError(f"unknown distillation loss {loss!r}; choose one of {LOSS_NAMES}")
+
+
+def batch_order(n: int, batch_size: int, steps: int, seed: int) -> list[list[int]]:
+    """Record indices for every step: shuffled epochs, fixed by the seed, so a resumed run sees the
+    same batches it would have seen without the interruption."""
+    gen = torch.Generator().manual_seed(seed)
+    order: list[int] = []
+    while len(order) < steps * batch_size:
+        order += torch.randperm(n, generator=gen).tolist()
+    return [order[i * batch_size:(i + 1) * batch_size] for i in range(steps)]
+
+
+def save_checkpoint(path, model, optimizer, step: int, history: list[dict]) -> None:
+    """One file per run, replaced atomically: trainable weights, optimizer state, step, loss history."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {"model": {k: v for k, v in model.state_dict().items()}, "optimizer": optimizer.state_dict(),
+             "step": step, "history": history}
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)
+
+
+def load_checkpoint(path, model, optimizer) -> tuple[int, list[dict]]:
+    state = torch.load(path, map_location="cpu", weights_only=False)  # our own file, written by save_checkpoint
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    return state["step"], state["history"]
+
+
+def train_student(student, records: list[dict], *, loss: str = "ckd", steps: int = 100, lr: float = 5e-5,
+                  batch_size: int = 4, seed: int = 0, pad_id: int = 0, teacher=None, checkpoint=None,
+                  save_every: int = 25, grad_clip: float = 1.0, progress: bool = False, stop_after: int | None = None,
+                  **loss_kwargs) -> list[dict]:
+    """Train ``student`` on cached teacher records for ``steps`` optimizer steps and return the history
+    [{"step", "loss", "seconds"}]. With ``checkpoint`` (a file path) the run saves every ``save_every``
+    steps and at the end, and a rerun resumes from the saved step (nanoGPT's init_from='resume').
+    ``stop_after`` ends this call after that many new steps (saving first): a time budget for Colab
+    sessions, and how the tests interrupt a run."""
+    import time
+    params = [p for p in student.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    start, history = 0, []
+    if checkpoint is not None and Path(checkpoint).is_file():
+        start, history = load_checkpoint(checkpoint, student, optimizer)
+    plan = batch_order(len(records), batch_size, steps, seed)
+    student.train()
+    iterator = range(start, steps)
+    if progress:
+        from tqdm.auto import tqdm
+        iterator = tqdm(iterator, desc=f"{loss}", initial=start, total=steps)
+    for step in iterator:
+        t0 = time.perf_counter()
+        # cosine decay to 10% of lr, computed from the step so resumed runs follow the same schedule
+        for group in optimizer.param_groups:
+            group["lr"] = lr * (0.1 + 0.9 * 0.5 * (1 + torch.cos(torch.tensor(step / max(1, steps) * torch.pi)).item()))
+        batch = collate_cached([records[i] for i in plan[step]], pad_id=pad_id)
+        value = step_loss(student, batch, loss, teacher=teacher, **loss_kwargs)
+        optimizer.zero_grad(set_to_none=True)
+        value.backward()
+        torch.nn.utils.clip_grad_norm_(params, grad_clip)
+        optimizer.step()
+        history.append({"step": step + 1, "loss": float(value.detach()), "seconds": time.perf_counter() - t0})
+        stopping = stop_after is not None and step + 1 - start >= stop_after
+        if checkpoint is not None and ((step + 1) % save_every == 0 or step + 1 == steps or stopping):
+            save_checkpoint(checkpoint, student, optimizer, step + 1, history)
+        if stopping:
+            break
+    student.eval()
+    return history
+
+
+@torch.no_grad()
+def mean_entropy(model, records: list[dict], batch_size: int = 4, pad_id: int = 0) -> float:
+    """Mean entropy (nats) of the model's next-token distribution over the counted completion tokens of
+    ``records``, teacher-forced. STAR's argument: reverse KL collapses it, and low entropy leaves RL
+    nothing to explore."""
+    model.eval()
+    total, count = 0.0, 0
+    for i in range(0, len(records), batch_size):
+        batch = collate_cached(records[i:i + batch_size], pad_id=pad_id)
+        mask = batch["loss_mask"]
+        first = first_counted(mask)
+        logits = lm_logits(model, batch["input_ids"], batch["attention_mask"], first).float()
+        logp = torch.log_softmax(logits, dim=-1)
+        ent = -(logp.exp() * logp).sum(-1)[mask[:, first:]]
+        total, count = total + float(ent.sum()), count + ent.numel()
+    return total / count if count else float("nan")
+
+
+# ----------------------------------------------------------------------------- a toy for the lesson
+
+def fit_toy_student(teacher_logits: torch.Tensor, loss: str, *, steps: int = 300, lr: float = 0.05,
+                    seed: int = 0, init_scale: float = 2.0, **loss_kwargs) -> dict:
+    """Fit free student logits (one distribution over a small vocabulary) to a fixed teacher with one
+    of the losses, by Adam. Returns the final student probabilities, the loss curve and the entropy
+    curve: a picture of what each loss does to the head and to the tail of the distribution."""
+    gen = torch.Generator().manual_seed(seed)
+    s = (torch.randn(teacher_logits.shape, generator=gen) * init_scale).requires_grad_(True)
+    opt = torch.optim.Adam([s], lr=lr)
+    losses, entropies = [], []
+    t = teacher_logits.detach().float()
+    for _ in range(steps):
+        if loss == "sft":
+            value = sft_loss(s[None], t.argmax(-1, keepdim=True)[None].squeeze(-1))
+        else:
+            value = distill_loss(loss, s[None], t[None], **loss_kwargs)
+        opt.zero_grad()
+        value.backward()
+        opt.step()
+        p = torch.softmax(s.detach(), -1)
+        losses.append(float(value.detach()))
+        entropies.append(float(-(p * p.clamp_min(1e-12).log()).sum()))
+    return {"probs": torch.softmax(s.detach(), -1), "loss": losses, "entropy": entropies}

@@ -471,3 +471,82 @@ def test_filter_rollouts_think_rule():
     assert kept == [rows[0]] and stats["reasons"] == {"duplicate": 2, "no_tool_call": 1}
     kept, stats = D.filter_rollouts(rows, require_call=False, require_think=True)
     assert kept == [rows[0], rows[2], rows[3]]  # STAR's own rule: a text reply after the reasoning is kept
+
+
+# ----------------------------------------------------------------------------- training loop
+
+
+def _tiny_pair(vocab=64):
+    from transformers import LlamaConfig, LlamaForCausalLM
+    cfg = LlamaConfig(vocab_size=vocab, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                      num_attention_heads=2, num_key_value_heads=1)
+    torch.manual_seed(0)
+    return LlamaForCausalLM(cfg), LlamaForCausalLM(cfg)
+
+
+def _records(teacher, tmp_path, n=6, k=8):
+    gen = torch.Generator().manual_seed(1)
+    batches = []
+    for i in range(n):
+        ids = torch.randint(1, 64, (1, 10), generator=gen)
+        cm = torch.zeros_like(ids)
+        cm[:, 6:] = 1
+        batches.append({"input_ids": ids, "attention_mask": torch.ones_like(ids), "completion_mask": cm})
+    D.build_topk_cache(teacher, batches, k, tmp_path / "cache")
+    return D.load_topk_cache(tmp_path / "cache")[0]
+
+
+@pytest.mark.parametrize("loss", D.LOSS_NAMES)
+def test_every_loss_trains(tmp_path, loss):
+    teacher, student = _tiny_pair()
+    records = _records(teacher, tmp_path)
+    extra = {"m": 8} if loss == "ckd" else {}
+    hist = D.train_student(student, records, loss=loss, steps=12, lr=5e-3, batch_size=3, teacher=teacher, **extra)
+    assert [h["step"] for h in hist] == list(range(1, 13))
+    assert all(torch.isfinite(torch.tensor(h["loss"])) for h in hist)
+    if loss in ("ckd", "fkl", "sft", "topk_fkl"):
+        assert hist[-1]["loss"] < hist[0]["loss"], (loss, hist[0]["loss"], hist[-1]["loss"])
+
+
+def test_fkl_without_teacher_is_a_clear_error(tmp_path):
+    teacher, student = _tiny_pair()
+    records = _records(teacher, tmp_path)
+    with pytest.raises(ValueError, match="pass the teacher"):
+        D.train_student(student, records, loss="fkl", steps=1)
+
+
+def test_resume_continues_where_it_stopped(tmp_path):
+    teacher, student = _tiny_pair()
+    records = _records(teacher, tmp_path)
+    kw = dict(loss="topk_fkl", steps=6, batch_size=2, lr=5e-3)
+    uninterrupted = D.train_student(student, records, **kw)
+    _, student = _tiny_pair()
+    ckpt = tmp_path / "student.pt"
+    part = D.train_student(student, records, checkpoint=ckpt, save_every=100, stop_after=3, **kw)
+    assert [h["step"] for h in part] == [1, 2, 3]
+    _, fresh = _tiny_pair()  # a new session: the weights come from the checkpoint only
+    resumed = D.train_student(fresh, records, checkpoint=ckpt, **kw)
+    assert [h["step"] for h in resumed] == list(range(1, 7))
+    assert [h["loss"] for h in resumed] == pytest.approx([h["loss"] for h in uninterrupted], abs=1e-5)
+
+
+def test_mean_entropy_is_bounded(tmp_path):
+    teacher, student = _tiny_pair()
+    records = _records(teacher, tmp_path)
+    ent = D.mean_entropy(student, records)
+    assert 0 < ent <= torch.log(torch.tensor(64.0)).item() + 1e-6
+
+
+def test_toy_students_show_what_each_loss_does():
+    t = torch.tensor([3.0, 2.5, 2.0, 0.5, 0.2, 0.0, -0.5, -1.0])
+    p_t = t.softmax(-1)
+    tail = lambda p: float(p[3:].sum())  # mass outside the teacher's top-3  # noqa: E731
+    fkl = D.fit_toy_student(t, "fkl", steps=400)
+    assert abs(fkl["entropy"][-1] - float(-(p_t * p_t.log()).sum())) < 0.01   # full FKL recovers the teacher
+    rkl = D.fit_toy_student(t, "topk_rkl", k=3, steps=400)
+    assert tail(rkl["probs"]) > 3 * tail(p_t)                                  # top-k RKL: the tail blows up
+    ckd = D.fit_toy_student(t, "ckd", k=3, m=3, lam=10.0, steps=100)
+    topk = D.fit_toy_student(t, "topk_fkl", k=3, steps=100)
+    assert tail(ckd["probs"]) < tail(topk["probs"]) < tail(p_t)                # the penalty removes it faster
+    sft = D.fit_toy_student(t, "sft", steps=400)
+    assert sft["entropy"][-1] < 0.1                                            # hard labels collapse entropy
