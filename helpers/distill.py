@@ -516,7 +516,8 @@ def build_topk_cache(teacher_model, batches, k: int, path, *, model_id: str | No
             att = torch.ones_like(ids) if att is None else att
             mask = target_mask({"completion_mask": batch["completion_mask"], "attention_mask": att})
             first = first_counted(mask)
-            logits = lm_logits(teacher_model, ids, att, first)   # (B, L-1-first, V)
+            device = next(teacher_model.parameters()).device
+            logits = lm_logits(teacher_model, ids.to(device), att.to(device), first).float().cpu()  # (B, L-1-first, V)
             vocab = logits.shape[-1]
             for b in range(ids.shape[0]):
                 real = att[b].bool()                     # padding dropped: a record is one real sequence
@@ -663,6 +664,31 @@ __all__ = [
 # whole of it fits on one screen. TRL's GKDTrainer would run the teacher online over the full
 # vocabulary (see benchmarks/bench_distill.py for the cost).
 
+def to_device(batch: dict, device) -> dict:
+    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
+def pad_batches(examples: list[dict], batch_size: int, pad_id: int = 0, ids: list | None = None) -> list[dict]:
+    """Left-padded (B, L) batches of input_ids, attention_mask and completion_mask from ``tokenize_pair``
+    outputs, in order; ``ids`` (one per example) travel along so cache records keep their row id."""
+    out = []
+    for start in range(0, len(examples), batch_size):
+        chunk = examples[start:start + batch_size]
+        width = max(len(e["input_ids"]) for e in chunk)
+        batch = {name: torch.zeros((len(chunk), width), dtype=torch.long)
+                 for name in ("input_ids", "attention_mask", "completion_mask")}
+        batch["input_ids"].fill_(pad_id)
+        for i, e in enumerate(chunk):
+            n = len(e["input_ids"])
+            batch["input_ids"][i, width - n:] = torch.tensor(e["input_ids"])
+            batch["attention_mask"][i, width - n:] = 1
+            batch["completion_mask"][i, width - n:] = torch.tensor(e["completion_mask"])
+        if ids is not None:
+            batch["ids"] = list(ids[start:start + batch_size])
+        out.append(batch)
+    return out
+
+
 def step_loss(student, batch: dict, loss: str = "ckd", teacher=None, **loss_kwargs) -> torch.Tensor:
     """One batch's loss for any name in LOSS_NAMES. ``batch`` comes from ``collate_cached``. The cached
     top-k serves "ckd", "topk_fkl" and "topk_rkl"; "sft" trains on the rollout tokens themselves
@@ -727,6 +753,7 @@ def train_student(student, records: list[dict], *, loss: str = "ckd", steps: int
     if checkpoint is not None and Path(checkpoint).is_file():
         start, history = load_checkpoint(checkpoint, student, optimizer)
     plan = batch_order(len(records), batch_size, steps, seed)
+    device = next(student.parameters()).device
     student.train()
     iterator = range(start, steps)
     if progress:
@@ -737,7 +764,7 @@ def train_student(student, records: list[dict], *, loss: str = "ckd", steps: int
         # cosine decay to 10% of lr, computed from the step so resumed runs follow the same schedule
         for group in optimizer.param_groups:
             group["lr"] = lr * (0.1 + 0.9 * 0.5 * (1 + torch.cos(torch.tensor(step / max(1, steps) * torch.pi)).item()))
-        batch = collate_cached([records[i] for i in plan[step]], pad_id=pad_id)
+        batch = to_device(collate_cached([records[i] for i in plan[step]], pad_id=pad_id), device)
         value = step_loss(student, batch, loss, teacher=teacher, **loss_kwargs)
         optimizer.zero_grad(set_to_none=True)
         value.backward()
@@ -759,9 +786,10 @@ def mean_entropy(model, records: list[dict], batch_size: int = 4, pad_id: int = 
     ``records``, teacher-forced. STAR's argument: reverse KL collapses it, and low entropy leaves RL
     nothing to explore."""
     model.eval()
+    device = next(model.parameters()).device
     total, count = 0.0, 0
     for i in range(0, len(records), batch_size):
-        batch = collate_cached(records[i:i + batch_size], pad_id=pad_id)
+        batch = to_device(collate_cached(records[i:i + batch_size], pad_id=pad_id), device)
         mask = batch["loss_mask"]
         first = first_counted(mask)
         logits = lm_logits(model, batch["input_ids"], batch["attention_mask"], first).float()

@@ -185,6 +185,11 @@ def quiet_libraries() -> None:
     warnings.filterwarnings("ignore", message="IProgress not found")
     warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
     try:
+        import datasets
+        datasets.disable_progress_bars()
+    except ImportError:
+        pass
+    try:
         from transformers.utils import logging as hf_logging
         hf_logging.disable_progress_bar()
         hf_logging.set_verbosity_error()

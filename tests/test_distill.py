@@ -550,3 +550,16 @@ def test_toy_students_show_what_each_loss_does():
     assert tail(ckd["probs"]) < tail(topk["probs"]) < tail(p_t)                # the penalty removes it faster
     sft = D.fit_toy_student(t, "sft", steps=400)
     assert sft["entropy"][-1] < 0.1                                            # hard labels collapse entropy
+
+
+def test_pad_batches_feed_the_cache(tmp_path):
+    teacher, _ = _tiny_pair()
+    examples = [{"input_ids": [5, 6, 7, 8], "completion_mask": [0, 0, 1, 1]}, {"input_ids": [9, 10, 11], "completion_mask": [0, 1, 1]}]
+    batches = D.pad_batches(examples, 2, pad_id=0, ids=["a", "b"])
+    assert batches[0]["input_ids"].tolist() == [[5, 6, 7, 8], [0, 9, 10, 11]]
+    assert batches[0]["attention_mask"].tolist() == [[1, 1, 1, 1], [0, 1, 1, 1]]
+    assert batches[0]["completion_mask"].tolist() == [[0, 0, 1, 1], [0, 0, 1, 1]]
+    D.build_topk_cache(teacher, batches, 4, tmp_path / "c")
+    records, manifest = D.load_topk_cache(tmp_path / "c")
+    assert [r["id"] for r in records] == ["a", "b"] and records[1]["input_ids"].tolist() == [9, 10, 11]
+    assert records[0]["topk_ids"].shape == (2, 4) and records[1]["topk_ids"].shape == (2, 4)
