@@ -16,7 +16,6 @@ import json
 import os
 import shutil
 import socket
-import time
 from pathlib import Path
 
 # -----------------------------------------------------------------------------
@@ -425,8 +424,3 @@ def generate(model, tokenizer, prompts: list[str], *, max_new_tokens: int = 128,
         outputs.extend(tokenizer.batch_decode(new, skip_special_tokens=True))
     return outputs
 
-
-def timed(fn, *args, **kwargs):
-    t0 = time.perf_counter()
-    result = fn(*args, **kwargs)
-    return result, time.perf_counter() - t0

@@ -80,13 +80,9 @@ def train(model, tokenizer, dataset, config, *, resume: bool = True, callbacks=N
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     from trl import SFTTrainer
     trainer = SFTTrainer(model=model, args=config, train_dataset=dataset, processing_class=tokenizer, callbacks=callbacks)
-    if not rt_uses_fp32_params(trainer.model, config):
+    if config.fp16:
         models.cast_trainable_to_fp32(trainer.model)  # fp16 GradScaler needs fp32 LoRA weights (see models)
     ckpt = last_checkpoint(config.output_dir) if resume else None
     trainer.train(resume_from_checkpoint=ckpt)
     return trainer
 
-
-def rt_uses_fp32_params(model, config) -> bool:
-    import torch
-    return not config.fp16 or all(p.dtype == torch.float32 for p in model.parameters() if p.requires_grad)
