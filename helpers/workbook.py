@@ -11,6 +11,7 @@ Imports stay light (no torch, no papermill until a run starts), so ``--help`` an
 from __future__ import annotations
 
 import argparse
+import ast
 import datetime as _dt
 import json
 import os
@@ -51,10 +52,29 @@ def select(notebooks: list[Path], only: str | None) -> list[Path]:
     return chosen
 
 
-def notebook_parameters(profile: str, smoke: bool, out: Path, seed: int | None) -> dict:
+RESERVED = ("PROFILE", "SMOKE", "OUTPUT_DIR")  # set by the runner's own flags
+
+
+def parse_param(text: str) -> tuple[str, object]:
+    """'STEPS=60' -> ("STEPS", 60); the value is a Python literal, else a plain string ('REWARDS=["sim"]')."""
+    name, sep, raw = text.partition("=")
+    name = name.strip()
+    if not sep or not name.isidentifier() or name != name.upper():
+        raise SystemExit(f"--param wants NAME=VALUE with an UPPERCASE knob of the parameters cell, got {text!r}")
+    if name in RESERVED:
+        raise SystemExit(f"--param cannot set {name}: use --profile, --smoke or --out")
+    try:
+        value = ast.literal_eval(raw.strip())
+    except (ValueError, SyntaxError):
+        value = raw.strip()
+    return name, value
+
+
+def notebook_parameters(profile: str, smoke: bool, out: Path, seed: int | None, extra: dict | None = None) -> dict:
     params = {"PROFILE": profile, "SMOKE": smoke, "OUTPUT_DIR": str(out)}
     if seed is not None:
         params["SEED"] = seed
+    params.update(extra or {})
     return params
 
 
@@ -85,7 +105,7 @@ def run_notebook(nb: Path, out: Path, params: dict, *, progress: bool) -> None:
 
 
 def run(profile: str, out: Path, *, only: str | None = None, smoke: bool = False, seed: int | None = None,
-        notebooks: list[Path] | None = None) -> int:
+        notebooks: list[Path] | None = None, extra: dict | None = None) -> int:
     from helpers import runtime
     profile = runtime.resolve_profile(profile)  # a gpu request without CUDA fails here, before any notebook
     out = out.resolve()
@@ -94,8 +114,8 @@ def run(profile: str, out: Path, *, only: str | None = None, smoke: bool = False
     if not chosen:
         print("no notebooks to run", file=sys.stderr)
         return 1
-    params = notebook_parameters(profile, smoke, out, seed)
-    state = {"profile": profile, "smoke": smoke, "commit": report.git_commit(REPO_ROOT),
+    params = notebook_parameters(profile, smoke, out, seed, extra)
+    state = {"profile": profile, "smoke": smoke, "parameters": extra or {}, "commit": report.git_commit(REPO_ROOT),
              "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
              "notebooks": [], "seconds": 0.0}
     progress = sys.stderr.isatty()
@@ -132,6 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     p_run.add_argument("--smoke", action="store_true", help="shrink steps and data (what CI runs)")
     p_run.add_argument("--seed", type=int, help="override every notebook's SEED")
     p_run.add_argument("--out", type=Path, required=True, help="run folder (created)")
+    p_run.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                       help="set a knob of the parameters cell in every notebook that has it, e.g. STUDENT_SEEDS=[0,1,2]")
     sub.add_parser("list", help="list the notebooks")
     p_rep = sub.add_parser("report", help="rebuild report.md and results.csv of a run folder")
     p_rep.add_argument("--out", type=Path, required=True)
@@ -147,7 +169,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from helpers.runtime import ProfileError
     try:
-        return run(args.profile, args.out, only=args.only, smoke=args.smoke, seed=args.seed)
+        return run(args.profile, args.out, only=args.only, smoke=args.smoke, seed=args.seed,
+                   extra=dict(parse_param(p) for p in args.param))
     except ProfileError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

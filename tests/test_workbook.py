@@ -105,3 +105,22 @@ def test_metrics_must_be_scalars(tmp_path):
     path = report.write_metrics(tmp_path, "x", {"nan": float("nan")}, extra={"curve": [1.0, 2.0]})
     data = json.loads(path.read_text())
     assert data["metrics"]["nan"] is None and data["extra"]["curve"] == [1.0, 2.0]
+
+
+def test_param_values_are_literals_and_reserved_names_refused():
+    assert workbook.parse_param("STUDENT_SEEDS=[0, 1, 2]") == ("STUDENT_SEEDS", [0, 1, 2])
+    assert workbook.parse_param("LAMBDA=2.5") == ("LAMBDA", 2.5)
+    assert workbook.parse_param("START_FROM=runs/x") == ("START_FROM", "runs/x")   # not a literal: kept as text
+    for bad in ("STEPS", "steps=3", "OUTPUT_DIR=/tmp", "=3"):
+        with pytest.raises(SystemExit):
+            workbook.parse_param(bad)
+
+
+def test_param_reaches_the_notebook(tmp_path):
+    cell = ('from helpers import report\n'
+            'report.write_metrics(OUTPUT_DIR, "00_param", {"seed": SEED})')
+    nbs = [_make_nb(tmp_path / "00_param.ipynb", [cell])]
+    out = tmp_path / "run"
+    assert workbook.run("cpu", out, notebooks=nbs, extra={"SEED": 3}) == 0
+    assert json.loads((out / "metrics" / "00_param.json").read_text())["metrics"] == {"seed": 3}
+    assert json.loads((out / "run.json").read_text())["parameters"] == {"SEED": 3}
