@@ -532,6 +532,26 @@ def sample_rows(rows, n, seed=0):
     return [rows[i] for i in picked]
 
 
+def bootstrap_ci(items, statistic=None, n=1000, seed=0, level=0.95):
+    """Percentile bootstrap interval of statistic(sample) (default: the mean) over resamples of items
+    with replacement: (low, high). The items are whole evaluation cases (sentences, questions), so a
+    corpus metric is recomputed on each resampled corpus, as sacrebleu's own bootstrap does.
+
+        CI = [q_{(1-level)/2}, q_{(1+level)/2}] of {statistic(items*_b)}_{b=1..n}
+
+    n <= 1 or fewer than 2 items gives (nan, nan): there is no spread to estimate."""
+    items = list(items)
+    statistic = statistic or (lambda xs: sum(xs) / len(xs))
+    if n <= 1 or len(items) < 2:
+        return float("nan"), float("nan")
+    rng = random.Random(seed)
+    k = len(items)
+    stats = sorted(statistic([items[rng.randrange(k)] for _ in range(k)]) for _ in range(n))
+    lo = stats[int((1 - level) / 2 * (n - 1))]
+    hi = stats[int(round((1 + level) / 2 * (n - 1)))]
+    return float(lo), float(hi)
+
+
 def _cache_key(model_tag, prompt, settings):
     import hashlib
     return hashlib.sha256(json.dumps([model_tag, prompt, settings], sort_keys=True).encode()).hexdigest()

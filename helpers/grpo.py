@@ -308,9 +308,11 @@ def _check_reference(model, config) -> None:
 
 
 def make_trainer(model, tokenizer, dataset, config, reward_funcs, *, dynamic_filter: bool = True,
-                 reward_range=(-1.0, 1.0), filter_reward=None, band=(FILTER_LOW, FILTER_HIGH), callbacks=None):
+                 reward_range=(-1.0, 1.0), filter_reward=None, band=(FILTER_LOW, FILTER_HIGH), callbacks=None,
+                 rollout_func=None):
     """A GRPOTrainer for ``dataset`` (see tool_call_dataset): FilteredGRPOTrainer when dynamic_filter
     (reward_range, filter_reward and band are its settings), TRL's plain GRPOTrainer otherwise.
+    rollout_func replaces TRL's generation (multi-turn episodes, see translation.make_rollout_func).
     With fp16 the trainable parameters are cast to fp32 afterwards (fix_fp16_dtypes)."""
     import os
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -319,6 +321,9 @@ def make_trainer(model, tokenizer, dataset, config, reward_funcs, *, dynamic_fil
     reward_funcs = list(reward_funcs) if isinstance(reward_funcs, (list, tuple)) else [reward_funcs]
     kwargs = dict(model=model, reward_funcs=reward_funcs, args=config, train_dataset=dataset,
                   processing_class=tokenizer, callbacks=callbacks)
+    if rollout_func is not None:
+        os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # TRL warns that the hook is experimental
+        kwargs["rollout_func"] = rollout_func
     if dynamic_filter:
         trainer = _trainer_classes()(reward_range=reward_range, filter_reward=filter_reward, band=band, **kwargs)
     else:

@@ -84,3 +84,17 @@ def test_bfcl_helpers():
     assert evaluate.sample_rows(rows, 10, seed=1) == evaluate.sample_rows(rows, 10, seed=1)
     assert evaluate.sample_rows(rows, 10, seed=1) == sorted(evaluate.sample_rows(rows, 10, seed=1))
     assert evaluate.sample_rows(rows, None) == rows
+
+
+def test_bootstrap_ci_brackets_the_mean_and_narrows_with_data():
+    import math
+    small = [0, 1] * 10
+    big = [0, 1] * 500
+    lo_s, hi_s = evaluate.bootstrap_ci(small, n=400, seed=1)
+    lo_b, hi_b = evaluate.bootstrap_ci(big, n=400, seed=1)
+    assert lo_s < 0.5 < hi_s and lo_b < 0.5 < hi_b
+    assert hi_b - lo_b < (hi_s - lo_s) / 3            # 50x the data: about 7x narrower
+    assert evaluate.bootstrap_ci(small, n=400, seed=1) == (lo_s, hi_s)   # seeded
+    assert evaluate.bootstrap_ci([1, 1, 1], n=100) == (1.0, 1.0)
+    assert all(math.isnan(x) for x in evaluate.bootstrap_ci([1.0], n=100))
+    assert evaluate.bootstrap_ci(["a", "b", "b", "b"], lambda xs: xs.count("b") / len(xs), n=200)[1] <= 1.0
