@@ -515,7 +515,7 @@ def lookup_words(es: str) -> list[str]:
 
 
 def sft_example(es: str, guc: str, dictionary: Dictionary, rng: random.Random,
-                max_lookups: int = MAX_CALLS) -> dict:
+                max_lookups: int = MAX_CALLS, queries: list[str] | None = None) -> dict:
     """One SFT example on the paper's recipe (create_sft_dataset.py): look up k ~ U{0..max_lookups}
     random words of the sentence, then give the reference as the answer.
 
@@ -526,10 +526,11 @@ def sft_example(es: str, guc: str, dictionary: Dictionary, rng: random.Random,
     trained on them too; the issue asks not to). Differences from the paper: words are letter runs,
     so a word keeps no punctuation ("ustedes," would never match as a whole word); a word is looked
     up at most once; a sentence with fewer words than k gets them all (the paper: none); the
-    completion has no leading space.
+    completion has no leading space. queries, if given, are the words to look up (rng is then unused).
     """
-    words = lookup_words(es)
-    queries = rng.sample(words, min(rng.randint(0, max_lookups), len(words)))
+    if queries is None:
+        words = lookup_words(es)
+        queries = rng.sample(words, min(rng.randint(0, max_lookups), len(words)))
     segments = []
     for word in queries:
         sep = " " if segments else ""

@@ -71,16 +71,28 @@ def no_tool_segments(guc: str) -> list:
 def sft_dataset(pairs, tokenizer, dictionary: dt.Dictionary | None, *, seed: int = 0,
                 max_length: int = SFT_MAX_LENGTH, tool: bool = True):
     """SFT examples for (es, guc) pairs: with the tool, dictionary_tool.sft_example (0-4 random
-    lookups, then the answer); without, the answer alone under the no-tool prompt. Returns
-    (datasets.Dataset with input_ids / completion_mask, number dropped for being longer than max_length)."""
+    lookups, then the answer); without, the answer alone under the no-tool prompt. An example longer
+    than max_length tokens loses its last lookup until it fits (dictionary replies can be long:
+    five entries of up to five Spanish words each, with Wayuunaiki sides of any length); one that does
+    not fit even without lookups is dropped. Returns (datasets.Dataset with input_ids /
+    completion_mask, number of pairs dropped)."""
     from datasets import Dataset
     if tool and dictionary is None:
         raise ValueError("the tool system needs the dictionary")
     rng = random.Random(seed)
     rows, dropped = [], 0
     for es, guc in pairs:
-        segments = dt.sft_example(es, guc, dictionary, rng)["completion_segments"] if tool else no_tool_segments(guc)
-        ex = encode_segments(tokenizer, prompt_text(tokenizer, es, tool), segments)
+        prompt = prompt_text(tokenizer, es, tool)
+        if not tool:
+            ex = encode_segments(tokenizer, prompt, no_tool_segments(guc))
+        else:
+            queries = dt.sft_example(es, guc, dictionary, rng)["queries"]
+            while True:
+                segments = dt.sft_example(es, guc, dictionary, rng, queries=queries)["completion_segments"]
+                ex = encode_segments(tokenizer, prompt, segments)
+                if len(ex["input_ids"]) <= max_length or not queries:
+                    break
+                queries = queries[:-1]
         if len(ex["input_ids"]) > max_length:
             dropped += 1
             continue

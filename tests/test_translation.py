@@ -199,3 +199,40 @@ def test_grpo_loss_puts_no_gradient_on_dictionary_tokens(tok, tmp_path):
     # and the masks line up with the text: what the loss sees is the model's writing only
     row = batch["completion_ids"][0][model_tokens[0]].tolist()
     assert tok.decode(row) == "<spa_to_wayuu> casa </spa_to_wayuu> <answer> taipia </answer>"
+
+
+def test_sft_trainer_takes_no_loss_on_the_dictionary(tok, tmp_path):
+    """TRL's SFTTrainer on our pre-tokenized examples: the labels it builds are -100 on the prompt and on
+    the dictionary's replies, and equal to the input ids on the model's own tokens."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+    from trl import SFTTrainer
+
+    from helpers import sft
+    pairs = [("mi casa es grande", "taipia"), ("el perro come", "erü")]
+    ds, _ = translation.sft_dataset(pairs, tok, DICT, seed=0, max_length=400)
+    assert any(0 in m[p:] for m, p in ((r["completion_mask"], r["completion_mask"].index(1)) for r in ds))
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                         num_attention_heads=2, num_key_value_heads=1, pad_token_id=tok.pad_token_id))
+    cfg = sft.sft_config(runtime.setup("cpu", verbose=False), tmp_path, max_steps=1, learning_rate=1e-4, batch_size=2,
+                         max_length=400)
+    trainer = SFTTrainer(model=model, args=cfg, train_dataset=ds, processing_class=tok)
+    batch = next(iter(trainer.get_train_dataloader()))
+    assert len(batch["input_ids"]) == len(ds) == 2
+    for row in ds:                     # the sampler shuffles: find each example's row in the batch
+        ids, mask = row["input_ids"], row["completion_mask"]
+        j = next(j for j, b in enumerate(batch["input_ids"]) if b[:len(ids)].tolist() == ids)
+        labels = batch["labels"][j].tolist()
+        assert labels[:len(ids)] == [i if m else -100 for i, m in zip(ids, mask)]
+        assert set(labels[len(ids):]) <= {-100}
+
+
+def test_long_examples_lose_lookups_before_they_are_dropped(tok):
+    wordy = dt.Dictionary([(f"casa {i}", "miichi " * 60) for i in range(5)] + [("perro", "erü")])
+    pairs = [("casa perro casa", "taipia")] * 20
+    full, _ = translation.sft_dataset(pairs, tok, wordy, seed=0, max_length=4000)
+    cut, dropped = translation.sft_dataset(pairs, tok, wordy, seed=0, max_length=300)
+    assert dropped == 0 and len(cut) == 20
+    assert max(len(r["input_ids"]) for r in full) > 300 >= max(len(r["input_ids"]) for r in cut)
+    texts = [tok.decode(r["input_ids"]) for r in cut]
+    assert all(t.count("<answer> taipia </answer>") == 1 for t in texts)
+    assert any("<spa_to_wayuu> perro </spa_to_wayuu>" in t for t in texts)   # short lookups survive
