@@ -507,6 +507,44 @@ def _json_schema(node):
     return out
 
 
+# BFCL's default prompting format ("ret_fmt=python&tool_call_tag=False&func_doc_fmt=json&prompt_fmt=plaintext&
+# style=classic" in bfcl-eval 2026.3.23), assembled from its pieces the way bfcl-eval does it, so that a score
+# in the "python" format is one BFCL would give a prompt-mode model. tests/test_bfcl_prompt.py compares the
+# result with the official package's own prompt.
+BFCL_PYTHON_HINT = " Note that the provided function is in Python 3 syntax."
+BFCL_SYSTEM_PROMPT = (
+    "You are an expert in composing functions."
+    "You are given a question and a set of possible functions. Based on the question, you will need to make one or "
+    "more function/tool calls to achieve the purpose. If none of the functions can be used, point it out. If the given "
+    "question lacks the parameters required by the function, also point it out."
+    "\n\nYou should only return the function calls in your response.\n\nIf you decide to invoke any of the function(s), "
+    "you MUST put it in the format of [func_name1(params_name1=params_value1, params_name2=params_value2...), "
+    "func_name2(params)].  You SHOULD NOT include any other text in the response."
+    "\n\nAt each turn, you should try your best to complete the tasks requested by the user within the current turn. "
+    "Continue to output functions to call until you have fulfilled the user's request to the best of your ability. "
+    "Once you have no more functions to call, the system will consider the current turn complete and proceed to the "
+    "next turn or task."
+    "\n\nHere is a list of functions in json format that you can invoke.\n{functions}\n"
+)
+PROMPT_FORMATS = ("json", "python")
+
+
+def bfcl_python_messages(question, functions, desc_chars=None):
+    """Chat messages for one BFCL question in its Python-list prompting format: the system prompt lists
+    the functions as JSON (indent 4; each description ends with BFCL's Python hint) and asks for
+    [f(a=1), g(b=2)]; a system message of the question's own is appended to it, as bfcl-eval does.
+    desc_chars cuts descriptions first (models.shorten_tools; None keeps them, as BFCL does)."""
+    from helpers import models
+    docs = [dict(f, description=f.get("description", "") + BFCL_PYTHON_HINT) for f in functions]
+    system = BFCL_SYSTEM_PROMPT.format(functions=json.dumps(models.shorten_tools(docs, desc_chars), indent=4))
+    turns = question[0] if question and isinstance(question[0], list) else list(question)
+    messages = [dict(m) for m in turns]
+    if messages and messages[0].get("role") == "system":
+        messages[0]["content"] = system + "\n\n" + messages[0]["content"]
+        return messages
+    return [{"role": "system", "content": system}] + messages
+
+
 def bfcl_tools(functions):
     """BFCL function docs as chat-template tools with JSON-schema type names."""
     return [dict(f, parameters=_json_schema(f.get("parameters", {}))) for f in functions]
@@ -621,25 +659,38 @@ def evaluate_tool_calls(model, tokenizer, rows, *, desc_chars=None, **gen_kwargs
     return records, summarize_tool_calls(records)
 
 
-def evaluate_bfcl(model, tokenizer, rows_by_category, *, desc_chars=None, **gen_kwargs):
-    """BFCL in the chat template's JSON tool-call format: per-row AST validity (our checker) and the
-    Sim-RL score against the first acceptable answer. Returns (records, summary) where summary holds
-    per-category accuracy and `ast_mean`, the unweighted mean over the call categories present
-    (BFCL's non-live AST summary averages categories the same way; irrelevance is reported apart)."""
-    from helpers import models, rewards
-    records = []
-    for category, rows in rows_by_category.items():
-        prompts = [models.render_prompt(tokenizer, models.build_messages(r["question"]),
-                                        models.shorten_tools(bfcl_tools(r["functions"]), desc_chars)) for r in rows]
-        texts = generate_cached(model, tokenizer, prompts, **gen_kwargs)
-        for r, text in zip(rows, texts):
-            check = score_bfcl_output(text, r, category, fmt="json")
-            gt_calls = bfcl_ground_truth_calls(r["ground_truth"])
-            sim = rewards.sim_reward(text, gt_calls, bfcl_tools(r["functions"])) if gt_calls else None
-            records.append({"id": r["id"], "category": category, "completion": text, "valid": check["valid"],
-                            "error_type": check["error_type"], "sim": sim})
+def bfcl_prompt(tokenizer, row, fmt="json", desc_chars=None):
+    """The rendered prompt for one BFCL row: "json" = the chat template's tool format (the functions in the
+    template's tools section, answers as <tool_call> JSON, what our models are trained on); "python" =
+    BFCL's own prompting format (bfcl_python_messages, no template tools)."""
+    from helpers import models
+    if fmt == "json":
+        return models.render_prompt(tokenizer, models.build_messages(row["question"]),
+                                    models.shorten_tools(bfcl_tools(row["functions"]), desc_chars))
+    if fmt == "python":
+        return models.render_prompt(tokenizer, bfcl_python_messages(row["question"], row["functions"], desc_chars))
+    raise ValueError(f"fmt must be one of {PROMPT_FORMATS}, got {fmt!r}")
+
+
+def _sim_text(text, fmt):
+    """Model text in the form sim_reward reads (<tool_call> JSON): python-format output is decoded first;
+    None when it does not decode to a call list (the caller gives it the format gate's -1, even if the
+    text happens to hold <tool_call> JSON: that is not the format this prompt asked for)."""
+    from helpers import rewards
+    if fmt != "python":
+        return text
+    decoded = decode_python_calls(text)
+    if decoded is None or not is_call_list(decoded):
+        return None
+    return rewards.render_tool_calls([{"name": n, "arguments": a} for call in decoded for n, a in call.items()])
+
+
+def bfcl_summary(records, categories):
+    """Per-category accuracy (and mean Sim-RL score) and ast_mean: the unweighted mean of the call
+    categories present (simple, multiple, parallel, parallel_multiple), which is how BFCL averages its
+    non-live AST categories; irrelevance is reported apart (a model that never calls scores 100% there)."""
     summary = {}
-    for category in rows_by_category:
+    for category in categories:
         rs = [r for r in records if r["category"] == category]
         summary[f"{category}_accuracy"] = sum(r["valid"] for r in rs) / len(rs) if rs else None
         sims = [r["sim"] for r in rs if r["sim"] is not None]
@@ -647,4 +698,25 @@ def evaluate_bfcl(model, tokenizer, rows_by_category, *, desc_chars=None, **gen_
             summary[f"{category}_sim"] = sum(sims) / len(sims)
     present = [summary[f"{c}_accuracy"] for c in AST_CATEGORIES if summary.get(f"{c}_accuracy") is not None]
     summary["ast_mean"] = sum(present) / len(present) if present else None
-    return records, summary
+    return summary
+
+
+def evaluate_bfcl(model, tokenizer, rows_by_category, *, desc_chars=None, fmt="json", **gen_kwargs):
+    """BFCL questions in one prompt format (bfcl_prompt: "json" or "python"), greedy and cached
+    (generate_cached): per-row AST validity with our checker (which agrees with bfcl-eval's) and the
+    Sim-RL score against the first acceptable answer. Returns (records, bfcl_summary(...))."""
+    from helpers import rewards
+    if fmt not in PROMPT_FORMATS:
+        raise ValueError(f"fmt must be one of {PROMPT_FORMATS}, got {fmt!r}")
+    records = []
+    for category, rows in rows_by_category.items():
+        prompts = [bfcl_prompt(tokenizer, r, fmt, desc_chars) for r in rows]
+        texts = generate_cached(model, tokenizer, prompts, **gen_kwargs)
+        for r, text in zip(rows, texts):
+            check = score_bfcl_output(text, r, category, fmt=fmt)
+            gt_calls = bfcl_ground_truth_calls(r["ground_truth"])
+            sim_text = _sim_text(text, fmt)
+            sim = None if not gt_calls else -1.0 if sim_text is None else rewards.sim_reward(sim_text, gt_calls, bfcl_tools(r["functions"]))
+            records.append({"id": r["id"], "category": category, "format": fmt, "completion": text,
+                            "valid": check["valid"], "error_type": check["error_type"], "sim": sim})
+    return records, bfcl_summary(records, list(rows_by_category))

@@ -98,3 +98,36 @@ def test_bootstrap_ci_brackets_the_mean_and_narrows_with_data():
     assert evaluate.bootstrap_ci([1, 1, 1], n=100) == (1.0, 1.0)
     assert all(math.isnan(x) for x in evaluate.bootstrap_ci([1.0], n=100))
     assert evaluate.bootstrap_ci(["a", "b", "b", "b"], lambda xs: xs.count("b") / len(xs), n=200)[1] <= 1.0
+
+
+def test_bfcl_python_format_scores_python_lists(scripted, tmp_path):
+    answers, calls = scripted
+    rows = data.load_bfcl("simple", download=False)[:3]
+    tok = Tok()
+    gt0 = evaluate.bfcl_ground_truth_calls(rows[0]["ground_truth"])
+    p0, p1 = (evaluate.bfcl_prompt(tok, r, "python") for r in rows[:2])
+    answers[p0] = evaluate.render_python_calls([{c["name"]: c["arguments"]} for c in gt0])
+    answers[p1] = rewards.render_tool_calls(evaluate.bfcl_ground_truth_calls(rows[1]["ground_truth"]))  # JSON, wrong format
+    records, summary = evaluate.evaluate_bfcl(None, tok, {"simple": rows}, fmt="python", cache_path=str(tmp_path / "g.jsonl"))
+    assert [r["valid"] for r in records] == [True, False, False]
+    assert records[1]["error_type"] == "decoder_failed"
+    assert records[0]["sim"] == 1.0 and records[1]["sim"] == -1.0 and summary["simple_accuracy"] == pytest.approx(1 / 3)
+    # the same rows in the json format are different prompts (the cache tells them apart)
+    evaluate.evaluate_bfcl(None, tok, {"simple": rows}, fmt="json", cache_path=str(tmp_path / "g.jsonl"))
+    assert len(calls) == 2
+    with pytest.raises(ValueError, match="fmt"):
+        evaluate.evaluate_bfcl(None, tok, {"simple": rows}, fmt="xml")
+
+
+def test_bfcl_python_messages():
+    row = data.load_bfcl("simple", download=False)[0]
+    msgs = evaluate.bfcl_python_messages(row["question"], row["functions"])
+    assert [m["role"] for m in msgs] == ["system", "user"]
+    assert "[func_name1(params_name1=params_value1" in msgs[0]["content"]
+    assert json.dumps([dict(f, description=f["description"] + evaluate.BFCL_PYTHON_HINT) for f in row["functions"]],
+                      indent=4) in msgs[0]["content"]
+    own = [[{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"}]]
+    merged = evaluate.bfcl_python_messages(own, row["functions"])
+    assert len(merged) == 2 and merged[0]["content"].endswith("\n\nBe brief.")
+    short = evaluate.bfcl_python_messages(row["question"], row["functions"], desc_chars=20)
+    assert len(short[0]["content"]) < len(msgs[0]["content"])
