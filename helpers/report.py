@@ -42,12 +42,17 @@ def _clean(value):
 
 
 def write_metrics(output_dir, notebook: str, metrics: dict, *, rt=None, smoke: bool | None = None,
-                  notes: str = "", extra: dict | None = None) -> Path:
+                  notes: str = "", extra: dict | None = None, tables: dict | None = None) -> Path:
     """Write DIR/metrics/<notebook>.json. ``metrics`` maps names to scalars (the report's table);
-    ``extra`` holds anything bigger (tables, curves) kept in the JSON but not in the CSV."""
+    ``extra`` holds anything bigger (curves, raw rows) kept in the JSON but not in the CSV; ``tables``
+    maps a title to a list of row dicts that the report (and the README's results block) shows as
+    tables, at the top."""
     for name, value in metrics.items():
         if isinstance(value, (dict, list, tuple)):
             raise TypeError(f"metric {name!r} must be a scalar; put tables and curves in extra=")
+    for title, rows in (tables or {}).items():
+        if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+            raise TypeError(f"table {title!r} must be a list of row dicts")
     payload = {
         "notebook": notebook,
         "profile": getattr(rt, "profile", None),
@@ -57,6 +62,7 @@ def write_metrics(output_dir, notebook: str, metrics: dict, *, rt=None, smoke: b
         "metrics": _clean(dict(metrics)),
         "notes": notes,
         "extra": _clean(extra or {}),
+        "tables": {title: [{k: _clean(v) for k, v in r.items()} for r in rows] for title, rows in (tables or {}).items()},
     }
     path = Path(output_dir) / METRICS_SUBDIR / f"{notebook}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -119,6 +125,22 @@ def git_commit(repo: Path | None = None) -> str:
         return "unknown"
 
 
+def markdown_table(rows: list[dict], columns: list[str] | None = None) -> str:
+    """Rows of dicts as a GitHub markdown table; floats with 4 significant digits, None and nan as n/a."""
+    if not rows:
+        return "(no rows)"
+    columns = columns or list(dict.fromkeys(k for r in rows for k in r))
+    cell = lambda v: "n/a" if v is None or (isinstance(v, float) and v != v) else _fmt(v)  # noqa: E731
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(r.get(c)).replace("|", "/") for c in columns) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def results_tables(output_dir) -> list[tuple[str, str, list[dict]]]:
+    """(notebook, title, rows) for every table the notebooks of a run folder wrote."""
+    return [(m["notebook"], title, rows) for m in load_metrics(output_dir) for title, rows in m.get("tables", {}).items()]
+
+
 def render_report(output_dir) -> str:
     output_dir = Path(output_dir)
     run = json.loads((output_dir / RUN_JSON).read_text()) if (output_dir / RUN_JSON).is_file() else {}
@@ -134,6 +156,11 @@ def render_report(output_dir) -> str:
         ]
         lines += [f"| {n['notebook']} | {n['status']} | {n.get('seconds', 0):.0f} |" for n in run.get("notebooks", [])]
         lines.append("")
+    tables = results_tables(output_dir)
+    if tables:
+        lines += ["## Results", ""]
+        for notebook, title, rows in tables:
+            lines += [f"### {title} ({notebook})", "", markdown_table(rows), ""]
     if not metric_files:
         lines.append("No notebook wrote metrics.")
     for m in metric_files:
@@ -157,6 +184,44 @@ def write_report(output_dir) -> tuple[Path, Path]:
     md_path = output_dir / REPORT_MD
     md_path.write_text(render_report(output_dir))
     return md_path, csv_path
+
+
+README_START, README_END = "<!-- results:start -->", "<!-- results:end -->"
+
+
+def readme_block(output_dir) -> str:
+    """The README's results block for a run folder: where the numbers come from (profile, commit, date,
+    the command that regenerates them) and every table of the run. A smoke run is refused: its numbers
+    only prove that the pipeline runs."""
+    output_dir = Path(output_dir)
+    run = json.loads((output_dir / RUN_JSON).read_text()) if (output_dir / RUN_JSON).is_file() else {}
+    if not run:
+        raise ValueError(f"{output_dir} holds no {RUN_JSON}: not a folder written by the workbook runner")
+    if run.get("smoke"):
+        raise ValueError(f"{output_dir} is a smoke run; the README shows a full run's results only")
+    tables = results_tables(output_dir)
+    if not tables:
+        raise ValueError(f"{output_dir} holds no results tables (run notebook 05)")
+    params = " ".join(f"--param {k}={json.dumps(v)}" for k, v in (run.get("parameters") or {}).items())
+    lines = [f"From a full **{run.get('profile')}** run at commit `{run.get('commit')}`, started {run.get('started')} "
+             f"({run.get('seconds', 0) / 60:.0f} min). Regenerate with "
+             f"`python -m helpers.workbook run --profile {run.get('profile')} --out DIR{' ' + params if params else ''}` "
+             f"then `python -m helpers.workbook readme --out DIR`.", ""]
+    for notebook, title, rows in tables:
+        lines += [f"**{title}** ({notebook})", "", markdown_table(rows), ""]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def update_readme(readme, output_dir) -> Path:
+    """Replace the text between README_START and README_END in the README with readme_block(output_dir)."""
+    readme = Path(readme)
+    text = readme.read_text()
+    start, end = text.find(README_START), text.find(README_END)
+    if start < 0 or end < start:
+        raise ValueError(f"{readme} has no {README_START} ... {README_END} block")
+    block = readme_block(output_dir)
+    readme.write_text(text[:start + len(README_START)] + "\n" + block + text[end:])
+    return readme
 
 
 def default_output_dir() -> Path:

@@ -157,6 +157,9 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("list", help="list the notebooks")
     p_rep = sub.add_parser("report", help="rebuild report.md and results.csv of a run folder")
     p_rep.add_argument("--out", type=Path, required=True)
+    p_readme = sub.add_parser("readme", help="put a full run's results tables into README.md (between its markers)")
+    p_readme.add_argument("--out", type=Path, required=True, help="the run folder")
+    p_readme.add_argument("--readme", type=Path, default=REPO_ROOT / "README.md")
     args = parser.parse_args(argv)
 
     if args.command == "list":
@@ -166,6 +169,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "report":
         md, csv = report.write_report(args.out)
         print(f"report: {md}\nresults: {csv}")
+        return 0
+    if args.command == "readme":
+        try:
+            print(f"updated {report.update_readme(args.readme, args.out)}")
+        except ValueError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
         return 0
     from helpers.runtime import ProfileError
     try:

@@ -1,0 +1,130 @@
+"""The scoreboard of lesson 05: every model the lessons left in a run folder, found, loaded and
+summarised the same way, next to the papers' published numbers.
+
+The lessons save what they train under DIR/models/: notebook 02 the adapted teacher and the CKD student,
+03 one LoRA adapter per reward and seed, 04 the two SFT translators and one GRPO adapter per reward.
+find_models lists them together with the profile's base model, stage by stage, and lists a stage whose
+checkpoint is absent as missing: a model that was never trained is reported as missing, never as a zero.
+Scoring itself is evaluate's (function calling) and translation's (Wayuunaiki): nothing is re-implemented.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+
+# -----------------------------------------------------------------------------
+# config
+
+# (stage, folder name under DIR/models or None for the profile's base model, glob for per-seed runs)
+FUNCTION_CALLING_STAGES = [
+    ("base", None),
+    ("teacher (02)", "02_teacher"),
+    ("CKD student (02)", "02_student_ckd"),
+    ("Sim-RL GRPO (03)", "03_sim_seed*"),
+    ("binary-reward GRPO (03)", "03_binary_seed*"),
+]
+# (stage, folder or None for the base, does the system use the dictionary tool)
+TRANSLATION_STAGES = [
+    ("base, no tool", None, False),
+    ("SFT, no tool (04)", "04_sft_no_tool", False),
+    ("SFT, tool (04)", "04_sft_tool", True),
+    ("SFT + GRPO (BLEU), tool (04)", "04_grpo_bleu", True),
+    ("SFT + GRPO (chrF++), tool (04)", "04_grpo_chrf", True),
+]
+# Published numbers, for orientation only: other models, other data, other scale.
+PAPERS = [
+    {"source": "STAR (arXiv 2602.03022), Table 3", "system": "Qwen3-0.6B", "metric": "BFCL v3 overall", "value": 47.33},
+    {"source": "STAR (arXiv 2602.03022), Table 3", "system": "STAR-0.6B", "metric": "BFCL v3 overall", "value": 51.70},
+    {"source": "AmericasNLP 2025 shared task", "system": "organisers' baseline, es-guc dev", "metric": "chrF++", "value": 35.68},
+    {"source": "rl_translator (arXiv 2508.19481)", "system": "its dev BLEU", "metric": "BLEU",
+     "value": None, "note": "inflated: its dictionary holds about 25% of that dev set verbatim (notebook 04); "
+                           "its separate test set gives about 2 BLEU"},
+]
+_SEED_RE = re.compile(r"_seed(\d+)$")
+# -----------------------------------------------------------------------------
+
+
+def _is_model_dir(path: Path) -> bool:
+    return (path / "config.json").is_file() or (path / "adapter_config.json").is_file()
+
+
+def _entries(out_dir: Path, stage: str, folder: str | None, base_id: str, **info) -> list[dict]:
+    if folder is None:
+        return [{"stage": stage, "name": base_id, "path": base_id, "seed": None, "present": True, **info}]
+    paths = sorted((out_dir / "models").glob(folder)) if "*" in folder else [out_dir / "models" / folder]
+    found = [p for p in paths if _is_model_dir(p)]
+    if not found:
+        return [{"stage": stage, "name": folder, "path": str(out_dir / "models" / folder), "seed": None,
+                 "present": False, **info}]
+    return [{"stage": stage, "name": p.name, "path": str(p), "present": True,
+             "seed": int(m.group(1)) if (m := _SEED_RE.search(p.name)) else None, **info} for p in found]
+
+
+def find_models(out_dir, base_id: str) -> list[dict]:
+    """Every model of the lessons in out_dir, as {"task" ("function_calling" or "translation"), "stage",
+    "name", "path", "seed", "present", and "tool" for translation}. Stages come in lesson order; a stage
+    with several seeds gives one entry per seed; an absent stage gives one entry with present=False."""
+    out_dir = Path(out_dir)
+    found = []
+    for stage, folder in FUNCTION_CALLING_STAGES:
+        found += _entries(out_dir, stage, folder, base_id, task="function_calling")
+    for stage, folder, tool in TRANSLATION_STAGES:
+        found += _entries(out_dir, stage, folder, base_id, task="translation", tool=tool)
+    return found
+
+
+def load_model(entry: dict, rt):
+    """The model of a find_models entry, ready to generate. A LoRA adapter folder is put on the base
+    model its adapter_config.json names; on the cpu profile the adapter is merged into the weights
+    (generation at base-model speed), on the gpu profile it stays on the 4-bit base."""
+    from helpers import models
+    if not entry.get("present"):
+        raise FileNotFoundError(f"{entry['stage']}: no checkpoint at {entry['path']} (run the lesson that trains it)")
+    path = Path(entry["path"])
+    gpu = rt.profile == "gpu"
+    adapter = path / "adapter_config.json"
+    if not adapter.is_file():
+        return models.load_causal_lm(entry["path"], dtype=rt.dtype, four_bit=gpu, device=rt.device).eval()
+    from peft import PeftModel
+    base_id = json.loads(adapter.read_text()).get("base_model_name_or_path")
+    if not base_id:
+        raise ValueError(f"{adapter} does not say which base model the adapter belongs to")
+    base = models.load_causal_lm(base_id, dtype=rt.dtype, four_bit=gpu, device=rt.device)
+    model = PeftModel.from_pretrained(base, str(path))
+    return (model if gpu else model.merge_and_unload()).eval()
+
+
+def seed_summary(values) -> dict:
+    """Mean over seeds with a 95% Student-t interval half-width, t_{0.975, n-1} * s / sqrt(n);
+    with one seed the half-width is nan (no spread to estimate). None values (missing) are skipped."""
+    from scipy import stats
+    xs = [float(v) for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    if not xs:
+        return {"mean": float("nan"), "ci": float("nan"), "n_seeds": 0}
+    mean = sum(xs) / len(xs)
+    if len(xs) < 2:
+        return {"mean": mean, "ci": float("nan"), "n_seeds": 1}
+    sd = math.sqrt(sum((x - mean) ** 2 for x in xs) / (len(xs) - 1))
+    return {"mean": mean, "ci": float(stats.t.ppf(0.975, len(xs) - 1) * sd / math.sqrt(len(xs))), "n_seeds": len(xs)}
+
+
+def stage_table(rows: list[dict], metrics: list[str]) -> list[dict]:
+    """Per-model rows ({"stage", "seed", "present", metric: value}) -> one row per stage, in first-seen
+    order: "<metric>" the mean over seeds, "<metric>_ci" the seed_summary half-width, "seeds" how
+    many seeds were scored; a stage with no present model has status "missing" and no numbers."""
+    order = list(dict.fromkeys(r["stage"] for r in rows))
+    table = []
+    for stage in order:
+        group = [r for r in rows if r["stage"] == stage and r.get("present")]
+        if not group:
+            table.append({"stage": stage, "status": "missing", "seeds": 0})
+            continue
+        row = {"stage": stage, "status": "ok", "seeds": len(group)}
+        for m in metrics:
+            s = seed_summary([r.get(m) for r in group])
+            row[m], row[f"{m}_ci"] = s["mean"], s["ci"]
+        table.append(row)
+    return table

@@ -1,0 +1,79 @@
+"""The scoreboard's bookkeeping: finding the lessons' models, missing stages, seed summaries, tables in the
+report and the README block. (Loading and scoring are the evaluate/translation functions, tested there.)"""
+import json
+import math
+
+import pytest
+
+from helpers import report, scoreboard, workbook
+
+
+def _model_dir(path, adapter=False):
+    path.mkdir(parents=True)
+    (path / ("adapter_config.json" if adapter else "config.json")).write_text("{}")
+
+
+def test_find_models_lists_seeds_and_missing_stages(tmp_path):
+    _model_dir(tmp_path / "models" / "02_student_ckd")
+    _model_dir(tmp_path / "models" / "03_sim_seed1", adapter=True)
+    _model_dir(tmp_path / "models" / "03_sim_seed0", adapter=True)
+    (tmp_path / "models" / "02_teacher").mkdir()          # a folder without weights is not a model
+    found = scoreboard.find_models(tmp_path, "embedded:base")
+    fc = [e for e in found if e["task"] == "function_calling"]
+    assert [(e["stage"], e["seed"], e["present"]) for e in fc] == [
+        ("base", None, True), ("teacher (02)", None, False), ("CKD student (02)", None, True),
+        ("Sim-RL GRPO (03)", 0, True), ("Sim-RL GRPO (03)", 1, True), ("binary-reward GRPO (03)", None, False)]
+    tr = [e for e in found if e["task"] == "translation"]
+    assert [e["present"] for e in tr] == [True, False, False, False, False] and tr[0]["tool"] is False
+    with pytest.raises(FileNotFoundError, match="teacher"):
+        scoreboard.load_model(fc[1], rt=None)
+
+
+def test_seed_summary_is_a_t_interval():
+    s = scoreboard.seed_summary([0.2, 0.4, 0.6])
+    assert s["mean"] == pytest.approx(0.4) and s["n_seeds"] == 3
+    assert s["ci"] == pytest.approx(4.302653 * 0.2 / math.sqrt(3), rel=1e-5)   # t_{0.975,2} = 4.3027
+    assert math.isnan(scoreboard.seed_summary([0.5])["ci"]) and scoreboard.seed_summary([None])["n_seeds"] == 0
+
+
+def test_stage_table_reports_missing_not_zero():
+    rows = [{"stage": "a", "present": True, "acc": 0.5}, {"stage": "a", "present": True, "acc": 0.7},
+            {"stage": "b", "present": False}]
+    table = scoreboard.stage_table(rows, ["acc"])
+    assert table[0]["acc"] == pytest.approx(0.6) and table[0]["seeds"] == 2 and table[0]["status"] == "ok"
+    assert table[1] == {"stage": "b", "status": "missing", "seeds": 0}
+    md = report.markdown_table(table)
+    assert "| b | missing | 0 | n/a | n/a |" in md and "0.6" in md
+
+
+def _run_folder(tmp_path, smoke):
+    (tmp_path / report.RUN_JSON).write_text(json.dumps({"profile": "cpu", "smoke": smoke, "commit": "abc1234",
+                                                        "started": "2026-11-27T12:00:00+00:00", "seconds": 600,
+                                                        "parameters": {"N_EVAL": 8}, "notebooks": []}))
+    report.write_metrics(tmp_path, "05_evaluation", {"x": 1.0}, smoke=smoke,
+                         tables={"Function calling": [{"stage": "base", "acc": 0.0}, {"stage": "sft", "acc": float("nan")}]})
+
+
+def test_report_and_readme_show_the_tables(tmp_path):
+    _run_folder(tmp_path, smoke=False)
+    md, _ = report.write_report(tmp_path)
+    assert "## Results" in md.read_text() and "| sft | n/a |" in md.read_text()
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{report.README_START}\nold\n{report.README_END}\noutro\n")
+    assert workbook.main(["readme", "--out", str(tmp_path), "--readme", str(readme)]) == 0
+    text = readme.read_text()
+    assert "old" not in text and text.startswith("intro\n") and text.endswith("outro\n")
+    assert "`abc1234`" in text and "--param N_EVAL=8" in text and "| base | 0 |" in text
+    with pytest.raises(TypeError):
+        report.write_metrics(tmp_path, "x", {}, tables={"t": "not rows"})
+
+
+def test_readme_refuses_smoke_runs_and_missing_markers(tmp_path):
+    _run_folder(tmp_path, smoke=True)
+    readme = tmp_path / "README.md"
+    readme.write_text(f"{report.README_START}\n{report.README_END}\n")
+    assert workbook.main(["readme", "--out", str(tmp_path), "--readme", str(readme)]) == 2
+    _run_folder(tmp_path, smoke=False)
+    readme.write_text("no markers")
+    with pytest.raises(ValueError, match="block"):
+        report.update_readme(readme, tmp_path)
