@@ -37,3 +37,8 @@ def test_every_notebook_runs_in_the_cpu_smoke_profile(tmp_path, model_cache):
     assert {r["notebook"] for r in rows} == set(notebooks)
     report = (out / "report.md").read_text()
     assert all(f"## {name}" in report for name in notebooks)
+    # notebook 05 found and scored every model that notebooks 02-04 trained in this run: nothing missing
+    tables = json.loads((out / "metrics" / "05_evaluation.json").read_text())["tables"]
+    assert len(tables) == 3 and "## Results" in report
+    for title, rows in tables.items():
+        assert rows and all(r["status"] == "ok" for r in rows), (title, rows)
