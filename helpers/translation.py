@@ -193,13 +193,13 @@ def run_episodes(generate, tokenizer, prompts: list[str], dictionary: dt.Diction
         chunks = generate([e.prompt_ids + e.completion_ids for e in running], max(budgets))
         for e, new, budget in zip(running, chunks, budgets):
             new = list(new)[:budget]
-            new_text = tokenizer.decode(new, skip_special_tokens=True)
-            append, done, status = dt.step(e.text, new_text, dictionary, e.n_calls, max_calls)
+            chunk = dt.cut_at_stop(tokenizer.decode(new, skip_special_tokens=True))
+            append, done, status = dt.step(e.text, chunk, dictionary, e.n_calls, max_calls)
             e.completion_ids += new
             e.env_mask += [1] * len(new)
-            e.text += dt.cut_at_stop(new_text)
+            e.text += chunk
             if status == "call":
-                e.queries.append(dt.parse_tool_call(dt.cut_at_stop(new_text)))
+                e.queries.append(dt.parse_tool_call(chunk))
                 env = _ids(tokenizer, append)
                 e.completion_ids += env
                 e.env_mask += [0] * len(env)
@@ -209,7 +209,7 @@ def run_episodes(generate, tokenizer, prompts: list[str], dictionary: dt.Diction
                 continue
             if not done:                   # step() is done for every status but "call"
                 raise AssertionError(f"unexpected step status {status!r}")
-            if status != "answer" and len(new) >= budget and not dt.cut_at_stop(new_text).endswith(tuple(dt.STOP_STRINGS)) \
+            if status != "answer" and len(new) >= budget and not chunk.endswith(tuple(dt.STOP_STRINGS)) \
                     and tokenizer.eos_token_id not in new:
                 status = "too_long"
             e.status = status
