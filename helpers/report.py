@@ -141,20 +141,35 @@ def results_tables(output_dir) -> list[tuple[str, str, list[dict]]]:
     return [(m["notebook"], title, rows) for m in load_metrics(output_dir) for title, rows in m.get("tables", {}).items()]
 
 
+def load_run(output_dir) -> dict:
+    """DIR/run.json ({} when absent), every notebook entry carrying its own commit, start time and knobs
+    (a folder written before entries carried them gets the folder-level values)."""
+    path = Path(output_dir) / RUN_JSON
+    if not path.is_file():
+        return {}
+    run = json.loads(path.read_text())
+    for entry in run.get("notebooks", []):
+        entry.setdefault("commit", run.get("commit"))
+        entry.setdefault("started", run.get("started"))
+        entry.setdefault("parameters", run.get("parameters") or {})
+    return run
+
+
 def render_report(output_dir) -> str:
     output_dir = Path(output_dir)
-    run = json.loads((output_dir / RUN_JSON).read_text()) if (output_dir / RUN_JSON).is_file() else {}
+    run = load_run(output_dir)
     metric_files = load_metrics(output_dir)
     lines = ["# Tiny RL Workbook: run report", ""]
     if run:
         lines += [
             f"- profile: **{run.get('profile')}**{' (smoke run: shrunk steps and data)' if run.get('smoke') else ''}",
-            f"- commit: `{run.get('commit')}`, started {run.get('started')}, total {run.get('seconds', 0):.0f} s",
+            f"- last started {run.get('started')} at commit `{run.get('commit')}`; notebooks total {run.get('seconds', 0):.0f} s",
             "",
-            "| notebook | status | seconds |",
-            "|---|---|---|",
+            "| notebook | status | seconds | commit | knobs set |",
+            "|---|---|---|---|---|",
         ]
-        lines += [f"| {n['notebook']} | {n['status']} | {n.get('seconds', 0):.0f} |" for n in run.get("notebooks", [])]
+        lines += [f"| {n['notebook']} | {n['status']} | {n.get('seconds', 0):.0f} | `{n['commit']}` "
+                  f"| {_knobs(n['parameters']) or 'defaults'} |" for n in run.get("notebooks", [])]
         lines.append("")
     tables = results_tables(output_dir)
     if tables:
@@ -177,6 +192,11 @@ def render_report(output_dir) -> str:
     return "\n".join(lines)
 
 
+def _knobs(params: dict | None) -> str:
+    """--param flags that reproduce a run's knobs."""
+    return " ".join(f"--param {k}={json.dumps(v)}" for k, v in (params or {}).items())
+
+
 def write_report(output_dir) -> tuple[Path, Path]:
     """(report.md, results.csv) for a run folder, from whatever metrics it holds."""
     output_dir = Path(output_dir)
@@ -194,7 +214,7 @@ def readme_block(output_dir) -> str:
     the command that regenerates them) and every table of the run. A smoke run is refused: its numbers
     only prove that the pipeline runs."""
     output_dir = Path(output_dir)
-    run = json.loads((output_dir / RUN_JSON).read_text()) if (output_dir / RUN_JSON).is_file() else {}
+    run = load_run(output_dir)
     if not run:
         raise ValueError(f"{output_dir} holds no {RUN_JSON}: not a folder written by the workbook runner")
     if run.get("smoke"):
@@ -202,11 +222,23 @@ def readme_block(output_dir) -> str:
     tables = results_tables(output_dir)
     if not tables:
         raise ValueError(f"{output_dir} holds no results tables (run notebook 05)")
-    params = " ".join(f"--param {k}={json.dumps(v)}" for k, v in (run.get("parameters") or {}).items())
-    lines = [f"From a full **{run.get('profile')}** run at commit `{run.get('commit')}`, started {run.get('started')} "
-             f"({run.get('seconds', 0) / 60:.0f} min). Regenerate with "
-             f"`python -m helpers.workbook run --profile {run.get('profile')} --out DIR{' ' + params if params else ''}` "
-             f"then `python -m helpers.workbook readme --out DIR`.", ""]
+    entries = run.get("notebooks") or []
+    failed = [e["notebook"] for e in entries if e.get("status") != "ok"]
+    if failed:
+        raise ValueError(f"{output_dir}: {', '.join(failed)} did not finish; rerun them with --only before publishing")
+    groups: dict[tuple, list[str]] = {}  # notebooks run together: same commit, same knobs
+    for e in entries:
+        key = (e["commit"], _knobs(e["parameters"]))
+        groups.setdefault(key, []).append(e["notebook"][:2])
+    profile = run.get("profile")
+    commits = sorted({c for c, _ in groups})
+    lines = [f"From a full **{profile}** run (commit{'s' if len(commits) > 1 else ''} "
+             f"{', '.join(f'`{c}`' for c in commits)}; notebooks total {run.get('seconds', 0) / 60:.0f} min, "
+             f"last started {run.get('started')}). Regenerate with:", "", "```bash"]
+    for (commit, knobs), names in groups.items():
+        lines.append(f"python -m helpers.workbook run --profile {profile} --out DIR --only {','.join(names)}"
+                     f"{' ' + knobs if knobs else ''}   # commit {commit}")
+    lines += ["python -m helpers.workbook readme --out DIR", "```", ""]
     for notebook, title, rows in tables:
         lines += [f"**{title}** ({notebook})", "", markdown_table(rows), ""]
     return "\n".join(lines).rstrip() + "\n"

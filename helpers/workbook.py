@@ -104,25 +104,54 @@ def run_notebook(nb: Path, out: Path, params: dict, *, progress: bool) -> None:
         raise NotebookFailed(describe_failure(nb, err)) from err
 
 
+def check_compatible(state: dict, profile: str, smoke: bool, out: Path) -> None:
+    """A run folder holds one profile, smoke or full: mixing them would put shrunk numbers next to real ones."""
+    if not state:
+        return
+    if state.get("profile") != profile or bool(state.get("smoke")) != smoke:
+        have = f"{state.get('profile')}{' smoke' if state.get('smoke') else ''}"
+        want = f"{profile}{' smoke' if smoke else ''}"
+        raise SystemExit(f"{out} holds a {have} run; this is a {want} run: use another --out")
+
+
+def record(out: Path, profile: str, smoke: bool, entry: dict) -> dict:
+    """Merge one notebook's entry into DIR/run.json (re-read each time, so runs of different notebooks
+    into one folder, even side by side, keep each other's entries) and write it atomically."""
+    state = report.load_run(out) or {"profile": profile, "smoke": smoke, "notebooks": []}
+    entries = {e["notebook"]: e for e in state.get("notebooks", [])}
+    entries[entry["notebook"]] = entry
+    state["notebooks"] = [entries[k] for k in sorted(entries)]
+    state["seconds"] = round(sum(e.get("seconds", 0) for e in state["notebooks"]), 1)
+    latest = max(state["notebooks"], key=lambda e: e.get("started") or "")
+    state["commit"], state["started"], state["parameters"] = latest["commit"], latest["started"], latest["parameters"]
+    path = out / report.RUN_JSON
+    tmp = path.with_suffix(f".json.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(state, indent=2))
+    tmp.replace(path)
+    return state
+
+
 def run(profile: str, out: Path, *, only: str | None = None, smoke: bool = False, seed: int | None = None,
         notebooks: list[Path] | None = None, extra: dict | None = None) -> int:
+    """Execute the chosen notebooks into ``out``. A folder can be filled in several runs (``--only``):
+    DIR/run.json keeps one entry per notebook with the commit and knobs it last ran with."""
     from helpers import runtime
     profile = runtime.resolve_profile(profile)  # a gpu request without CUDA fails here, before any notebook
     out = out.resolve()
     out.mkdir(parents=True, exist_ok=True)
+    check_compatible(report.load_run(out), profile, smoke, out)
     chosen = select(notebooks if notebooks is not None else discover(), only)
     if not chosen:
         print("no notebooks to run", file=sys.stderr)
         return 1
     params = notebook_parameters(profile, smoke, out, seed, extra)
-    state = {"profile": profile, "smoke": smoke, "parameters": extra or {}, "commit": report.git_commit(REPO_ROOT),
-             "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-             "notebooks": [], "seconds": 0.0}
+    knobs = dict(extra or {}, **({"SEED": seed} if seed is not None else {}))
+    commit = report.git_commit(REPO_ROOT)
     progress = sys.stderr.isatty()
-    t_run = time.perf_counter()
     status = 0
     for i, nb in enumerate(chosen, 1):
         print(f"[{i}/{len(chosen)}] {nb.name} (profile {profile}{', smoke' if smoke else ''}) ...", flush=True)
+        started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
         t0 = time.perf_counter()
         try:
             run_notebook(nb, out, params, progress=progress)
@@ -131,13 +160,11 @@ def run(profile: str, out: Path, *, only: str | None = None, smoke: bool = False
             entry = {"notebook": nb.stem, "status": "failed", "error": str(err)}
             print(str(err), file=sys.stderr, flush=True)
             status = 1
-        entry["seconds"] = round(time.perf_counter() - t0, 1)
-        state["notebooks"].append(entry)
+        entry.update(seconds=round(time.perf_counter() - t0, 1), commit=commit, started=started, parameters=knobs)
+        record(out, profile, smoke, entry)
         print(f"      {entry['status']} in {entry['seconds']:.0f} s", flush=True)
         if status:
             break  # later notebooks build on earlier ones: stop at the first failure
-    state["seconds"] = round(time.perf_counter() - t_run, 1)
-    (out / report.RUN_JSON).write_text(json.dumps(state, indent=2))
     md, csv = report.write_report(out)
     print(f"report: {md}\nresults: {csv}", flush=True)
     return status

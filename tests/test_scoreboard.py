@@ -46,10 +46,11 @@ def test_stage_table_reports_missing_not_zero():
     assert "| b | missing | 0 | n/a | n/a |" in md and "0.6" in md
 
 
-def _run_folder(tmp_path, smoke):
+def _run_folder(tmp_path, smoke, entries=None):
+    entries = entries if entries is not None else [{"notebook": "05_evaluation", "status": "ok", "seconds": 600}]
     (tmp_path / report.RUN_JSON).write_text(json.dumps({"profile": "cpu", "smoke": smoke, "commit": "abc1234",
                                                         "started": "2026-11-27T12:00:00+00:00", "seconds": 600,
-                                                        "parameters": {"N_EVAL": 8}, "notebooks": []}))
+                                                        "parameters": {"N_EVAL": 8}, "notebooks": entries}))
     report.write_metrics(tmp_path, "05_evaluation", {"x": 1.0}, smoke=smoke,
                          tables={"Function calling": [{"stage": "base", "acc": 0.0}, {"stage": "sft", "acc": float("nan")}]})
 
@@ -63,7 +64,7 @@ def test_report_and_readme_show_the_tables(tmp_path):
     assert workbook.main(["readme", "--out", str(tmp_path), "--readme", str(readme)]) == 0
     text = readme.read_text()
     assert "old" not in text and text.startswith("intro\n") and text.endswith("outro\n")
-    assert "`abc1234`" in text and "--param N_EVAL=8" in text and "| base | 0 |" in text
+    assert "`abc1234`" in text and "--only 05 --param N_EVAL=8" in text and "| base | 0 |" in text
     with pytest.raises(TypeError):
         report.write_metrics(tmp_path, "x", {}, tables={"t": "not rows"})
 
@@ -77,3 +78,17 @@ def test_readme_refuses_smoke_runs_and_missing_markers(tmp_path):
     readme.write_text("no markers")
     with pytest.raises(ValueError, match="block"):
         report.update_readme(readme, tmp_path)
+
+
+def test_readme_names_each_notebooks_commit_and_knobs_and_refuses_failures(tmp_path):
+    entries = [{"notebook": "02_kd", "status": "ok", "seconds": 60, "commit": "aaa1111", "parameters": {"STEPS": 60}},
+               {"notebook": "03_rl", "status": "ok", "seconds": 60, "commit": "bbb2222", "parameters": {"SEEDS": [0, 1, 2]}},
+               {"notebook": "05_evaluation", "status": "ok", "seconds": 60, "commit": "bbb2222", "parameters": {"SEEDS": [0, 1, 2]}}]
+    _run_folder(tmp_path, smoke=False, entries=entries)
+    block = report.readme_block(tmp_path)
+    assert "commits `aaa1111`, `bbb2222`" in block
+    assert "--only 02 --param STEPS=60   # commit aaa1111" in block
+    assert "--only 03,05 --param SEEDS=[0, 1, 2]   # commit bbb2222" in block
+    _run_folder(tmp_path, smoke=False, entries=entries[:2] + [dict(entries[2], status="failed")])
+    with pytest.raises(ValueError, match="05_evaluation did not finish"):
+        report.readme_block(tmp_path)

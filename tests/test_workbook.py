@@ -124,3 +124,28 @@ def test_param_reaches_the_notebook(tmp_path):
     assert workbook.run("cpu", out, notebooks=nbs, extra={"SEED": 3}) == 0
     assert json.loads((out / "metrics" / "00_param.json").read_text())["metrics"] == {"seed": 3}
     assert json.loads((out / "run.json").read_text())["parameters"] == {"SEED": 3}
+
+
+def test_a_folder_filled_in_two_runs_keeps_both_entries(tmp_path):
+    cell = 'from helpers import report\nreport.write_metrics(OUTPUT_DIR, NAME, {"seed": SEED})'
+    a = _make_nb(tmp_path / "00_a.ipynb", ['NAME = "00_a"\n' + cell])
+    b = _make_nb(tmp_path / "01_b.ipynb", ['NAME = "01_b"\n' + cell])
+    out = tmp_path / "run"
+    assert workbook.run("cpu", out, notebooks=[a, b], extra={"SEED": 1}) == 0
+    assert workbook.run("cpu", out, notebooks=[b], extra={"SEED": 2}) == 0   # rerun of one notebook only
+    run = report.load_run(out)
+    assert [(e["notebook"], e["parameters"]) for e in run["notebooks"]] == [("00_a", {"SEED": 1}), ("01_b", {"SEED": 2})]
+    assert all(e["commit"] and e["started"] for e in run["notebooks"])
+    assert run["seconds"] == pytest.approx(sum(e["seconds"] for e in run["notebooks"]), abs=0.2)
+    md = (out / "report.md").read_text()
+    assert "| 00_a | ok |" in md and "--param SEED=1" in md and "--param SEED=2" in md
+    with pytest.raises(SystemExit, match="holds a cpu run; this is a cpu smoke run"):
+        workbook.run("cpu", out, notebooks=[a], smoke=True)   # shrunk numbers never join a full run
+
+
+def test_old_run_json_entries_get_the_folder_values(tmp_path):
+    (tmp_path / report.RUN_JSON).write_text(json.dumps({"profile": "cpu", "smoke": False, "commit": "abc1234",
+                                                        "started": "t0", "parameters": {"N": 1},
+                                                        "notebooks": [{"notebook": "02_x", "status": "ok", "seconds": 5}]}))
+    entry = report.load_run(tmp_path)["notebooks"][0]
+    assert (entry["commit"], entry["started"], entry["parameters"]) == ("abc1234", "t0", {"N": 1})
