@@ -33,6 +33,7 @@ DEFAULT_CACHE = Path.home() / ".cache" / "tiny-rl-workbook"
 HUB_PROBE = ("huggingface.co", 443)             # only used to tell "offline" from "no such model"
 # LoRA defaults: rank 16 on every linear layer, as TRL's and PEFT's GRPO recipes do for 0.5B models.
 LORA_R, LORA_ALPHA, LORA_DROPOUT, LORA_TARGETS = 16, 32, 0.05, "all-linear"
+MERGED_SUBDIR = "merged"                        # <adapter folder>/merged: the adapter folded into its base
 # A system prompt of our own: the Qwen template's default one names another model.
 DEFAULT_SYSTEM = "You are a helpful assistant."
 # -----------------------------------------------------------------------------
@@ -273,7 +274,8 @@ def bnb_4bit_config(compute_dtype):
 
 
 def load_causal_lm(model_id: str, *, dtype=None, four_bit: bool = False, device: str = "cpu"):
-    """A causal LM by id. Embedded ids load from the local cache; hub ids from the HF cache or hub.
+    """A causal LM by id. Embedded ids load from the local cache; hub ids from the HF cache or hub;
+    a LoRA adapter folder loads as its merged model (see ``merged_dir``).
     The ``/every-other-layer`` suffix builds the distillation student (see ``every_other_layer``)."""
     import torch
     from transformers import AutoModelForCausalLM
@@ -286,6 +288,8 @@ def load_causal_lm(model_id: str, *, dtype=None, four_bit: bool = False, device:
         kwargs["quantization_config"] = bnb_4bit_config(dtype)
         kwargs["device_map"] = {"": 0}
     source = resolve_model_dir(model_id)
+    if isinstance(source, str) and is_adapter_dir(source):
+        source = merged_dir(source, dtype=dtype)
     if isinstance(source, Path):
         model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
         model.config.name_or_path = model_id.removesuffix(STUDENT_SUFFIX)
@@ -296,6 +300,41 @@ def load_causal_lm(model_id: str, *, dtype=None, four_bit: bool = False, device:
     if device == "cuda" and not four_bit:
         model = model.to("cuda")
     return model
+
+
+def is_adapter_dir(path) -> bool:
+    """A folder holding a LoRA adapter only (what peft's save_pretrained writes), no full weights."""
+    path = Path(path)
+    return (path / "adapter_config.json").is_file() and not (path / "config.json").is_file()
+
+
+def merged_dir(adapter_path, *, dtype=None) -> Path:
+    """A LoRA adapter folder as a plain model folder: W' = W + (alpha / r) * B A folded into the base
+    that adapter_config.json names (merged first itself when it is an adapter too), saved once to
+    <adapter>/merged and reused afterwards.
+
+    Why: a stage that starts from a trained adapter (GRPO after SFT, Sim-RL from the adapted teacher)
+    puts a new adapter on top, and its KL reference must be the trained model. Stacked on the bare base,
+    peft's "adapter disabled" reference would be the untrained base instead. Merging runs dense on the
+    cpu (a 0.5B model in bf16 is 1 GB), so it works before any 4-bit loading."""
+    import torch
+    from peft import PeftModel
+
+    adapter_path = Path(adapter_path)
+    target = adapter_path / MERGED_SUBDIR
+    if (target / "config.json").is_file():
+        return target
+    config = json.loads((adapter_path / "adapter_config.json").read_text())
+    base_id = config.get("base_model_name_or_path")
+    if not base_id:
+        raise ValueError(f"{adapter_path}/adapter_config.json does not say which base model the adapter belongs to")
+    base = load_causal_lm(base_id, dtype=dtype or torch.float32)
+    merged = PeftModel.from_pretrained(base, str(adapter_path)).merge_and_unload()
+    tmp = adapter_path / (MERGED_SUBDIR + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    merged.save_pretrained(tmp)
+    tmp.rename(target)  # a folder that exists is complete: an interrupted merge leaves only .partial
+    return target
 
 
 def every_other_layer(model):

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 # config
 PROFILES = ("cpu", "gpu")
 PROFILE_ENV = "TINYRL_PROFILE"  # overrides "auto" (e.g. a CI job or a Binder image)
+GPU_DTYPE_ENV = "TINYRL_GPU_DTYPE"  # "float16" runs a bf16 card the way a T4 must run (fp16 + GradScaler)
+MODEL_ENV = "TINYRL_MODEL_"     # TINYRL_MODEL_POLICY=Qwen/Qwen3-0.6B swaps one role's model, no code edit
 # Library versions printed at the top of every notebook (missing ones print as "-").
 REPORTED_PACKAGES = (
     "torch", "transformers", "trl", "peft", "bitsandbytes", "accelerate", "datasets",
@@ -109,6 +111,13 @@ def pick_dtype(profile: str, *, bf16_supported: bool | None = None) -> str:
     on a GPU bf16 where the card has it (Ampere and newer), else fp16 (a T4 has no bf16)."""
     if profile == "cpu":
         return "float32"
+    forced = os.environ.get(GPU_DTYPE_ENV, "").strip().lower()
+    if forced:
+        if forced not in ("float16", "bfloat16"):
+            raise ProfileError(f"{GPU_DTYPE_ENV}={forced!r}: use float16 or bfloat16")
+        if forced == "bfloat16" and bf16_supported is False:
+            raise ProfileError(f"{GPU_DTYPE_ENV}=bfloat16 but this GPU has no bf16 (a T4 has none): use float16")
+        return forced
     if bf16_supported is None:
         import torch
         bf16_supported = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
@@ -158,8 +167,18 @@ def describe(profile: str, *, seed: int = 0) -> Runtime:
         seed=seed,
         gpu_name=gpu_name,
         gpu_memory_gib=gpu_mem,
-        models=dict(PROFILE_MODELS[profile]),
+        models=profile_models(profile),
     )
+
+
+def profile_models(profile: str) -> dict:
+    """The profile's model table with any TINYRL_MODEL_<ROLE> override applied (a hub id or a folder)."""
+    table = dict(PROFILE_MODELS[profile])
+    for role in table:
+        override = os.environ.get(MODEL_ENV + role.upper(), "").strip()
+        if override:
+            table[role] = override
+    return table
 
 
 def summary(rt: Runtime) -> str:

@@ -135,3 +135,55 @@ def test_four_bit_on_cpu_is_refused():
 def test_unknown_embedded_id():
     with pytest.raises(models.ModelUnavailableError, match="unknown embedded model"):
         models.load_causal_lm("embedded:GPT-5")
+
+
+def _tiny_llama(folder):
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                         num_attention_heads=4, num_key_value_heads=2))
+    model.save_pretrained(folder)
+    return model
+
+
+def _train_adapter(base_dir, adapter_dir, seed):
+    """A LoRA adapter with non-zero B (peft starts B at 0: an untrained adapter would change nothing)."""
+    import torch
+    torch.manual_seed(seed)
+    model = models.apply_lora(models.load_causal_lm(str(base_dir)), gradient_checkpointing=False, r=4, alpha=8)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)
+    model.save_pretrained(adapter_dir)
+    return model.eval()   # no LoRA dropout when comparing logits
+
+
+def test_an_adapter_folder_loads_as_its_merged_model_even_stacked(tmp_path):
+    import torch
+    _tiny_llama(tmp_path / "base")
+    sft = _train_adapter(tmp_path / "base", tmp_path / "sft", seed=1)
+    ids = torch.tensor([[1, 5, 9, 12, 3]])
+    with torch.no_grad():
+        want_sft = sft(ids).logits
+        base_logits = models.load_causal_lm(str(tmp_path / "base"))(ids).logits
+    assert not torch.allclose(want_sft, base_logits, atol=1e-3), "the adapter must change the model"
+    assert models.is_adapter_dir(tmp_path / "sft") and not models.is_adapter_dir(tmp_path / "base")
+    loaded = models.load_causal_lm(str(tmp_path / "sft"))
+    assert not hasattr(loaded, "peft_config")            # a plain model: a new adapter can go on top
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(ids).logits, want_sft, atol=1e-4, rtol=1e-4)
+    assert (tmp_path / "sft" / models.MERGED_SUBDIR / "config.json").is_file()
+    # a second stage's adapter names the first adapter folder as its base: loading it merges both
+    rl = _train_adapter(tmp_path / "sft", tmp_path / "rl", seed=2)
+    with torch.no_grad():
+        want_rl = rl(ids).logits
+        torch.testing.assert_close(models.load_causal_lm(str(tmp_path / "rl"))(ids).logits, want_rl, atol=1e-4, rtol=1e-4)
+    assert not torch.allclose(want_rl, want_sft, atol=1e-3)
+
+
+def test_adapter_without_base_is_a_clear_error(tmp_path):
+    (tmp_path / "adapter_config.json").write_text("{}")
+    with pytest.raises(ValueError, match="which base model"):
+        models.load_causal_lm(str(tmp_path))

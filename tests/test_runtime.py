@@ -60,3 +60,23 @@ def test_setup_seeds_and_summarises(capsys):
 
 def test_profiles_name_every_role():
     assert runtime.PROFILE_MODELS["cpu"].keys() == runtime.PROFILE_MODELS["gpu"].keys()
+
+
+def test_model_env_overrides_one_role(monkeypatch):
+    monkeypatch.setenv(runtime.MODEL_ENV + "POLICY", "Qwen/Qwen3-0.6B")
+    table = runtime.describe("cpu").models
+    assert table["policy"] == "Qwen/Qwen3-0.6B"
+    assert table["teacher"] == runtime.PROFILE_MODELS["cpu"]["teacher"]
+    assert runtime.PROFILE_MODELS["cpu"]["policy"] != "Qwen/Qwen3-0.6B"   # the table itself is untouched
+
+
+def test_gpu_dtype_can_be_forced_to_the_t4_setting(monkeypatch):
+    monkeypatch.setenv(runtime.GPU_DTYPE_ENV, "float16")
+    assert runtime.pick_dtype("gpu", bf16_supported=True) == "float16"
+    assert runtime.pick_dtype("cpu") == "float32"          # the cpu profile ignores it
+    monkeypatch.setenv(runtime.GPU_DTYPE_ENV, "bfloat16")
+    with pytest.raises(runtime.ProfileError, match="no bf16"):
+        runtime.pick_dtype("gpu", bf16_supported=False)
+    monkeypatch.setenv(runtime.GPU_DTYPE_ENV, "int8")
+    with pytest.raises(runtime.ProfileError, match="float16 or bfloat16"):
+        runtime.pick_dtype("gpu", bf16_supported=True)
