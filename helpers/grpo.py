@@ -439,7 +439,7 @@ def warnings_for(log_history: list[dict], max_completion_length: int | None = No
     if clipped is not None and clipped > WARN_CLIPPED:
         out.append(
             f"{clipped:.0%} of completions were cut off at the length limit{limit}: the rewards mostly score "
-            "unfinished text (an unclosed <tool_call> is no call at all). Raise max_completion_length, or teach "
+            "unfinished text (an unclosed call or answer tag scores as no output at all). Raise max_completion_length, or teach "
             "the output format first (SFT / distillation) so the model stops on its own.")
     zero_std = _mean_of(steps, "frac_reward_zero_std")
     if zero_std is not None and zero_std > WARN_ZERO_STD:

@@ -26,6 +26,7 @@ from helpers import report
 REPO_ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 EXECUTED_SUBDIR = "notebooks"          # DIR/notebooks/<name>.ipynb, the executed copies
+CHECKPOINT_SUBDIR = "checkpoints"      # DIR/checkpoints/NN_*: resume points, removed once notebook NN finished
 KERNEL = "python3"
 CELL_TIMEOUT_S = 3600                  # one cell; a full gpu training cell can take long
 # -----------------------------------------------------------------------------
@@ -131,8 +132,21 @@ def record(out: Path, profile: str, smoke: bool, entry: dict) -> dict:
     return state
 
 
+def prune_checkpoints(out: Path, notebook: str) -> int:
+    """Remove DIR/checkpoints/NN_* of a notebook that finished: its models are saved under DIR/models,
+    and the optimizer states kept for resuming (up to 1.6 GB per fine-tune) are no longer needed.
+    Returns the bytes freed."""
+    import shutil
+    freed = 0
+    for path in sorted((out / CHECKPOINT_SUBDIR).glob(notebook[:2] + "_*")):
+        files = [path] if path.is_file() else [f for f in path.rglob("*") if f.is_file()]
+        freed += sum(f.stat().st_size for f in files)
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    return freed
+
+
 def run(profile: str, out: Path, *, only: str | None = None, smoke: bool = False, seed: int | None = None,
-        notebooks: list[Path] | None = None, extra: dict | None = None) -> int:
+        notebooks: list[Path] | None = None, extra: dict | None = None, keep_checkpoints: bool = False) -> int:
     """Execute the chosen notebooks into ``out``. A folder can be filled in several runs (``--only``):
     DIR/run.json keeps one entry per notebook with the commit and knobs it last ran with."""
     from helpers import runtime
@@ -162,7 +176,9 @@ def run(profile: str, out: Path, *, only: str | None = None, smoke: bool = False
             status = 1
         entry.update(seconds=round(time.perf_counter() - t0, 1), commit=commit, started=started, parameters=knobs)
         record(out, profile, smoke, entry)
-        print(f"      {entry['status']} in {entry['seconds']:.0f} s", flush=True)
+        freed = prune_checkpoints(out, nb.stem) if entry["status"] == "ok" and not keep_checkpoints else 0
+        print(f"      {entry['status']} in {entry['seconds']:.0f} s"
+              + (f"; removed its resume checkpoints ({freed / 2**30:.1f} GiB)" if freed else ""), flush=True)
         if status:
             break  # later notebooks build on earlier ones: stop at the first failure
     md, csv = report.write_report(out)
@@ -179,6 +195,8 @@ def main(argv: list[str] | None = None) -> int:
     p_run.add_argument("--smoke", action="store_true", help="shrink steps and data (what CI runs)")
     p_run.add_argument("--seed", type=int, help="override every notebook's SEED")
     p_run.add_argument("--out", type=Path, required=True, help="run folder (created)")
+    p_run.add_argument("--keep-checkpoints", action="store_true",
+                       help="keep DIR/checkpoints of finished notebooks (default: removed; the models stay in DIR/models)")
     p_run.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                        help="set a knob of the parameters cell in every notebook that has it, e.g. STUDENT_SEEDS=[0,1,2]")
     sub.add_parser("list", help="list the notebooks")
@@ -207,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     from helpers.runtime import ProfileError
     try:
         return run(args.profile, args.out, only=args.only, smoke=args.smoke, seed=args.seed,
-                   extra=dict(parse_param(p) for p in args.param))
+                   extra=dict(parse_param(p) for p in args.param), keep_checkpoints=args.keep_checkpoints)
     except ProfileError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

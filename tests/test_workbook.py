@@ -149,3 +149,23 @@ def test_old_run_json_entries_get_the_folder_values(tmp_path):
                                                         "notebooks": [{"notebook": "02_x", "status": "ok", "seconds": 5}]}))
     entry = report.load_run(tmp_path)["notebooks"][0]
     assert (entry["commit"], entry["started"], entry["parameters"]) == ("abc1234", "t0", {"N": 1})
+
+
+def test_checkpoints_of_a_finished_notebook_are_removed_unless_kept(tmp_path):
+    cell = ('from pathlib import Path\n'
+            'ck = Path(OUTPUT_DIR) / "checkpoints"\n'
+            '(ck / "00_run" / "checkpoint-2").mkdir(parents=True)\n'
+            '(ck / "00_run" / "checkpoint-2" / "optimizer.pt").write_bytes(b"x" * 1000)\n'
+            '(ck / "00_student.pt").write_bytes(b"y" * 10)\n'
+            '(ck / "01_other").mkdir()')
+    nbs = [_make_nb(tmp_path / "00_ck.ipynb", [cell])]
+    out = tmp_path / "run"
+    assert workbook.run("cpu", out, notebooks=nbs) == 0
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["01_other"]   # another notebook's stay
+    out2 = tmp_path / "kept"
+    assert workbook.run("cpu", out2, notebooks=nbs, keep_checkpoints=True) == 0
+    assert (out2 / "checkpoints" / "00_run" / "checkpoint-2" / "optimizer.pt").is_file()
+    bad = [_make_nb(tmp_path / "00_fails.ipynb", [cell, "1/0"])]
+    out3 = tmp_path / "failed"
+    assert workbook.run("cpu", out3, notebooks=bad) == 1
+    assert (out3 / "checkpoints" / "00_student.pt").is_file(), "a failed notebook keeps its resume points"
