@@ -1,0 +1,95 @@
+"""How far supervised fine-tuning alone takes the cpu policy on function calling, and at what cost.
+
+    OMP_NUM_THREADS=2 python benchmarks/sft_curve.py --steps 120 --eval-every 30 --json runs/sft_curve.json
+
+Full fine-tune of SmolLM2-135M-Instruct (the cpu profile's policy) with TRL's SFTTrainer on the xLAM
+training split, the prompt format every lesson uses (tools in the system message, <tool_call> JSON out).
+Every ``--eval-every`` steps: greedy format-valid / exact / Sim-RL on a fixed xLAM *validation* sample
+(the only numbers to tune on). At the end, once: BFCL v3 AST accuracy on a fixed sample per category
+(never used to choose anything). Prints the curve with wall-clock seconds; this is the first stage of the
+cpu curriculum, so its curve says how much of the time budget SFT needs and what is left for RL.
+"""
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+CATEGORIES = ("simple", "multiple", "parallel", "parallel_multiple", "irrelevance")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--steps", type=int, default=120)
+    ap.add_argument("--eval-every", type=int, default=30)
+    ap.add_argument("--lr", type=float, default=5e-5)
+    ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--max-length", type=int, default=768)
+    ap.add_argument("--desc-chars", type=int, default=80, help="tool descriptions cut to this many characters")
+    ap.add_argument("--n-val", type=int, default=32, help="xLAM validation rows per evaluation")
+    ap.add_argument("--n-bfcl", type=int, default=100, help="BFCL v3 simple questions at the end (others: a quarter)")
+    ap.add_argument("--max-new-tokens", type=int, default=96)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", type=Path, default=Path("runs/sft_curve"))
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args()
+
+    from transformers import TrainerCallback
+
+    from helpers import data, evaluate, models, runtime, sft
+
+    rt = runtime.setup("cpu", seed=args.seed)
+    model, tok = models.load_policy(rt, lora=False)
+    train_rows, val_rows = data.xlam_split(data.load_xlam(), seed=0)
+    val = evaluate.sample_rows(val_rows, args.n_val, seed=0)
+    ds, dropped = sft.build_dataset(train_rows, tok, max_length=args.max_length, desc_chars=args.desc_chars)
+    print(f"{len(ds)} training examples ({dropped} longer than {args.max_length} tokens left out); "
+          f"{len(val)} validation rows", flush=True)
+    gen = dict(max_new_tokens=args.max_new_tokens, batch_size=8)
+    curve: list[dict] = []
+    clock = {"train": 0.0, "t0": time.perf_counter()}
+
+    def evaluate_now(m, step):
+        t0 = time.perf_counter()
+        m.eval()
+        _, s = evaluate.evaluate_tool_calls(m, tok, val, desc_chars=args.desc_chars, model_tag=f"step{step}", **gen)
+        m.train()
+        row = {"step": step, "train_seconds": round(clock["train"], 1), "eval_seconds": round(time.perf_counter() - t0, 1),
+               **{k: round(v, 3) for k, v in s.items() if k != "n"}}
+        curve.append(row)
+        print(json.dumps(row), flush=True)
+
+    class Curve(TrainerCallback):
+        def on_step_begin(self, a, state, control, **kw):
+            clock["t0"] = time.perf_counter()
+
+        def on_step_end(self, a, state, control, model=None, **kw):
+            clock["train"] += time.perf_counter() - clock["t0"]
+            if state.global_step % args.eval_every == 0 or state.global_step == args.steps:
+                evaluate_now(model, state.global_step)
+
+    evaluate_now(model, 0)
+    cfg = sft.sft_config(rt, args.out / "checkpoints", max_steps=args.steps, learning_rate=args.lr, batch_size=args.batch,
+                         max_length=args.max_length, save_steps=10**9, seed=args.seed)
+    trainer = sft.train(model, tok, ds, cfg, resume=False, callbacks=[Curve()])
+    model = trainer.model.eval()
+
+    t0 = time.perf_counter()
+    bfcl = {c: evaluate.sample_rows(data.load_bfcl(c), args.n_bfcl if c == "simple" else max(1, args.n_bfcl // 4), seed=0)
+            for c in CATEGORIES}
+    _, summary = evaluate.evaluate_bfcl(model, tok, bfcl, desc_chars=args.desc_chars, fmt="json", model_tag="final", **gen)
+    result = {"steps": args.steps, "lr": args.lr, "batch": args.batch, "max_length": args.max_length,
+              "desc_chars": args.desc_chars, "train_examples": len(ds), "curve": curve,
+              "train_seconds": round(clock["train"], 1), "bfcl_seconds": round(time.perf_counter() - t0, 1),
+              "bfcl_n": {c: len(r) for c, r in bfcl.items()}, "bfcl": summary}
+    print(json.dumps({k: v for k, v in result.items() if k != "curve"}, indent=2))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
