@@ -436,30 +436,46 @@ def load_embedder(device: str = "cpu"):
 
 # ----------------------------------------------------------------------------- generation
 
+def generate_ids(model, tokenizer, contexts: list[list[int]], *, max_new_tokens: int = 128, batch_size: int = 8,
+                 do_sample: bool = False, temperature: float = 1.0, top_p: float = 1.0, top_k: int | None = None,
+                 num_return_sequences: int = 1, stop_strings=None, progress: bool = False) -> list[list[int]]:
+    """Batched generation from token-id contexts, left-padded by hand (ids never round-trip through
+    text, which multi-turn episodes need); returns each row's new ids, padding included (callers trim or
+    decode with skip_special_tokens). num_return_sequences=n gives n rows per context, context-major.
+    top_k=None keeps the model's generation config; top_k=0 turns top-k filtering off."""
+    import torch
+    device = next(model.parameters()).device
+    pad = tokenizer.pad_token_id
+    kwargs = dict(max_new_tokens=max_new_tokens, do_sample=do_sample, num_return_sequences=num_return_sequences,
+                  pad_token_id=pad, eos_token_id=tokenizer.eos_token_id)
+    if do_sample:
+        kwargs.update(temperature=temperature, top_p=top_p, **({} if top_k is None else {"top_k": top_k}))
+    if stop_strings:
+        kwargs.update(stop_strings=stop_strings, tokenizer=tokenizer)
+    batches = range(0, len(contexts), batch_size)
+    if progress:
+        from tqdm.auto import tqdm
+        batches = tqdm(batches, desc="generate", unit="batch")
+    out: list[list[int]] = []
+    for start in batches:
+        chunk = contexts[start:start + batch_size]
+        width = max(len(c) for c in chunk)
+        ids = torch.tensor([[pad] * (width - len(c)) + list(c) for c in chunk], device=device)
+        attn = torch.tensor([[0] * (width - len(c)) + [1] * len(c) for c in chunk], device=device)
+        with torch.no_grad():
+            new = model.generate(input_ids=ids, attention_mask=attn, **kwargs)[:, width:]
+        out.extend(new.tolist())
+    return out
+
+
 def generate(model, tokenizer, prompts: list[str], *, max_new_tokens: int = 128, batch_size: int = 8,
              do_sample: bool = False, temperature: float = 1.0, top_p: float = 1.0,
              num_return_sequences: int = 1, stop_strings=None, progress: bool = False) -> list[str]:
     """Batched generation from rendered prompt strings; returns only the new text, special tokens
     removed. With num_return_sequences=n the output holds n completions per prompt, prompt-major."""
-    import torch
-    outputs: list[str] = []
-    batches = range(0, len(prompts), batch_size)
-    if progress:
-        from tqdm.auto import tqdm
-        batches = tqdm(batches, desc="generate", unit="batch")
-    device = next(model.parameters()).device
-    for start in batches:
-        chunk = prompts[start:start + batch_size]
-        enc = tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
-        kwargs = dict(max_new_tokens=max_new_tokens, do_sample=do_sample, num_return_sequences=num_return_sequences,
-                      pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
-        if do_sample:
-            kwargs.update(temperature=temperature, top_p=top_p)
-        if stop_strings:
-            kwargs.update(stop_strings=stop_strings, tokenizer=tokenizer)
-        with torch.no_grad():
-            out = model.generate(**enc, **kwargs)
-        new = out[:, enc["input_ids"].shape[1]:]
-        outputs.extend(tokenizer.batch_decode(new, skip_special_tokens=True))
-    return outputs
+    contexts = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    new = generate_ids(model, tokenizer, contexts, max_new_tokens=max_new_tokens, batch_size=batch_size,
+                       do_sample=do_sample, temperature=temperature, top_p=top_p,
+                       num_return_sequences=num_return_sequences, stop_strings=stop_strings, progress=progress)
+    return tokenizer.batch_decode(new, skip_special_tokens=True)
 

@@ -150,28 +150,13 @@ def trim_chunk(tokenizer, ids: list[int]) -> list[int]:
 
 def hf_chunk_generator(model, tokenizer, *, do_sample: bool = False, temperature: float = 1.0, top_p: float = 1.0,
                        top_k: int = 0, batch_size: int = CHUNK_BATCH):
-    """generate(contexts, max_new_tokens) -> new ids per context, with transformers' generate():
-    left-padded batches, stopping at the protocol's stop strings or the end-of-turn token."""
-    import torch
-
-    device = next(model.parameters()).device
-    pad = tokenizer.pad_token_id
-
+    """generate(contexts, max_new_tokens) -> new ids per context (models.generate_ids), stopping at the
+    protocol's stop strings or the end-of-turn token, each row trimmed (trim_chunk)."""
     def generate(contexts: list[list[int]], max_new_tokens: int) -> list[list[int]]:
-        out = []
-        for start in range(0, len(contexts), batch_size):
-            chunk = contexts[start:start + batch_size]
-            width = max(len(c) for c in chunk)
-            ids = torch.tensor([[pad] * (width - len(c)) + c for c in chunk], device=device)
-            attn = torch.tensor([[0] * (width - len(c)) + [1] * len(c) for c in chunk], device=device)
-            kwargs = dict(max_new_tokens=max_new_tokens, do_sample=do_sample, pad_token_id=pad,
-                          eos_token_id=tokenizer.eos_token_id, stop_strings=dt.STOP_STRINGS, tokenizer=tokenizer)
-            if do_sample:
-                kwargs.update(temperature=temperature, top_p=top_p, top_k=top_k)  # top_k=0: off (None would mean 50)
-            with torch.no_grad():
-                new = model.generate(input_ids=ids, attention_mask=attn, **kwargs)[:, width:]
-            out.extend(trim_chunk(tokenizer, row) for row in new.tolist())
-        return out
+        rows = models.generate_ids(model, tokenizer, contexts, max_new_tokens=max_new_tokens, batch_size=batch_size,
+                                   do_sample=do_sample, temperature=temperature, top_p=top_p, top_k=top_k,
+                                   stop_strings=dt.STOP_STRINGS)
+        return [trim_chunk(tokenizer, row) for row in rows]
 
     return generate
 

@@ -187,3 +187,17 @@ def test_adapter_without_base_is_a_clear_error(tmp_path):
     (tmp_path / "adapter_config.json").write_text("{}")
     with pytest.raises(ValueError, match="which base model"):
         models.load_causal_lm(str(tmp_path))
+
+
+def test_batched_generation_equals_one_by_one(policy):
+    """Left padding by hand must not change greedy outputs: a short and a long prompt in one batch
+    give what each gives alone (ids and text)."""
+    model, tok = policy
+    prompts = [models.render_prompt(tok, models.build_messages("Hi")),
+               models.render_prompt(tok, models.build_messages("Name three rivers of Europe and say which is longest."))]
+    together = models.generate(model, tok, prompts, max_new_tokens=10, batch_size=2)
+    alone = [models.generate(model, tok, [p], max_new_tokens=10)[0] for p in prompts]
+    assert together == alone and all(together)
+    ids = [tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    rows = models.generate_ids(model, tok, ids, max_new_tokens=10, batch_size=2)
+    assert tok.batch_decode(rows, skip_special_tokens=True) == together
