@@ -28,7 +28,9 @@ NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 EXECUTED_SUBDIR = "notebooks"          # DIR/notebooks/<name>.ipynb, the executed copies
 CHECKPOINT_SUBDIR = "checkpoints"      # DIR/checkpoints/NN_*: resume points, removed once notebook NN finished
 KERNEL = "python3"
-CELL_TIMEOUT_S = 3600                  # one cell; a full gpu training cell can take long
+SMOKE_CELL_TIMEOUT_S = 3600            # one cell of a smoke run: a hang fails CI instead of eating its time
+# A full run has no cell limit by default: one training cell of a longer run (3 seeds x 2 rewards of GRPO
+# on two cores) takes well over an hour. --cell-timeout sets one.
 # -----------------------------------------------------------------------------
 
 
@@ -92,14 +94,14 @@ def describe_failure(nb: Path, err: Exception) -> str:
     return f"notebook {nb.name} failed in {where}:\n{head}\n{ename}: {evalue}"
 
 
-def run_notebook(nb: Path, out: Path, params: dict, *, progress: bool) -> None:
+def run_notebook(nb: Path, out: Path, params: dict, *, progress: bool, cell_timeout: int | None = None) -> None:
     import papermill as pm
     executed = out / EXECUTED_SUBDIR / nb.name
     executed.parent.mkdir(parents=True, exist_ok=True)
     try:
         pm.execute_notebook(
             str(nb), str(executed), parameters=params, kernel_name=KERNEL, cwd=str(nb.parent),
-            progress_bar=progress, execution_timeout=CELL_TIMEOUT_S, log_output=False,
+            progress_bar=progress, execution_timeout=cell_timeout, log_output=False,
         )
     except Exception as err:  # noqa: BLE001 - papermill raises several kinds; all end the run
         raise NotebookFailed(describe_failure(nb, err)) from err
@@ -146,7 +148,8 @@ def prune_checkpoints(out: Path, notebook: str) -> int:
 
 
 def run(profile: str, out: Path, *, only: str | None = None, smoke: bool = False, seed: int | None = None,
-        notebooks: list[Path] | None = None, extra: dict | None = None, keep_checkpoints: bool = False) -> int:
+        notebooks: list[Path] | None = None, extra: dict | None = None, keep_checkpoints: bool = False,
+        cell_timeout: int | None = None) -> int:
     """Execute the chosen notebooks into ``out``. A folder can be filled in several runs (``--only``):
     DIR/run.json keeps one entry per notebook with the commit and knobs it last ran with."""
     from helpers import runtime
@@ -168,7 +171,8 @@ def run(profile: str, out: Path, *, only: str | None = None, smoke: bool = False
         started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
         t0 = time.perf_counter()
         try:
-            run_notebook(nb, out, params, progress=progress)
+            run_notebook(nb, out, params, progress=progress,
+                         cell_timeout=cell_timeout or (SMOKE_CELL_TIMEOUT_S if smoke else None))
             entry = {"notebook": nb.stem, "status": "ok"}
         except NotebookFailed as err:
             entry = {"notebook": nb.stem, "status": "failed", "error": str(err)}
@@ -195,6 +199,8 @@ def main(argv: list[str] | None = None) -> int:
     p_run.add_argument("--smoke", action="store_true", help="shrink steps and data (what CI runs)")
     p_run.add_argument("--seed", type=int, help="override every notebook's SEED")
     p_run.add_argument("--out", type=Path, required=True, help="run folder (created)")
+    p_run.add_argument("--cell-timeout", type=int, metavar="SECONDS",
+                       help=f"fail a cell that runs longer (default: {SMOKE_CELL_TIMEOUT_S} with --smoke, none otherwise)")
     p_run.add_argument("--keep-checkpoints", action="store_true",
                        help="keep DIR/checkpoints of finished notebooks (default: removed; the models stay in DIR/models)")
     p_run.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
@@ -225,7 +231,8 @@ def main(argv: list[str] | None = None) -> int:
     from helpers.runtime import ProfileError
     try:
         return run(args.profile, args.out, only=args.only, smoke=args.smoke, seed=args.seed,
-                   extra=dict(parse_param(p) for p in args.param), keep_checkpoints=args.keep_checkpoints)
+                   extra=dict(parse_param(p) for p in args.param), keep_checkpoints=args.keep_checkpoints,
+                   cell_timeout=args.cell_timeout)
     except ProfileError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

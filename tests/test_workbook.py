@@ -169,3 +169,9 @@ def test_checkpoints_of_a_finished_notebook_are_removed_unless_kept(tmp_path):
     out3 = tmp_path / "failed"
     assert workbook.run("cpu", out3, notebooks=bad) == 1
     assert (out3 / "checkpoints" / "00_student.pt").is_file(), "a failed notebook keeps its resume points"
+
+
+def test_cell_timeout_applies_when_asked(tmp_path, capsys):
+    nbs = [_make_nb(tmp_path / "00_slow.ipynb", ["import time\ntime.sleep(30)"])]
+    assert workbook.run("cpu", tmp_path / "run", notebooks=nbs, cell_timeout=3) == 1
+    assert "timed out" in capsys.readouterr().err.lower()
