@@ -194,7 +194,8 @@ def render_report(output_dir) -> str:
 
 def _knobs(params: dict | None) -> str:
     """--param flags that reproduce a run's knobs."""
-    return " ".join(f"--param {k}={json.dumps(v)}" for k, v in (params or {}).items())
+    import shlex
+    return " ".join(f"--param {shlex.quote(f'{k}={json.dumps(v)}')}" for k, v in (params or {}).items())
 
 
 def write_report(output_dir) -> tuple[Path, Path]:

@@ -88,7 +88,7 @@ def test_readme_names_each_notebooks_commit_and_knobs_and_refuses_failures(tmp_p
     block = report.readme_block(tmp_path)
     assert "commits `aaa1111`, `bbb2222`" in block
     assert "--only 02 --param STEPS=60   # commit aaa1111" in block
-    assert "--only 03,05 --param SEEDS=[0, 1, 2]   # commit bbb2222" in block
+    assert "--only 03,05 --param 'SEEDS=[0, 1, 2]'   # commit bbb2222" in block
     _run_folder(tmp_path, smoke=False, entries=entries[:2] + [dict(entries[2], status="failed")])
     with pytest.raises(ValueError, match="05_evaluation did not finish"):
         report.readme_block(tmp_path)
