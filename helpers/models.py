@@ -308,6 +308,15 @@ def is_adapter_dir(path) -> bool:
     return (path / "adapter_config.json").is_file() and not (path / "config.json").is_file()
 
 
+def adapter_base(adapter_path) -> str:
+    """The base model id or folder a LoRA adapter folder's adapter_config.json names."""
+    config = json.loads((Path(adapter_path) / "adapter_config.json").read_text())
+    base_id = config.get("base_model_name_or_path")
+    if not base_id:
+        raise ValueError(f"{adapter_path}/adapter_config.json does not say which base model the adapter belongs to")
+    return base_id
+
+
 def merged_dir(adapter_path, *, dtype=None) -> Path:
     """A LoRA adapter folder as a plain model folder: W' = W + (alpha / r) * B A folded into the base
     that adapter_config.json names (merged first itself when it is an adapter too), saved once to
@@ -324,11 +333,7 @@ def merged_dir(adapter_path, *, dtype=None) -> Path:
     target = adapter_path / MERGED_SUBDIR
     if (target / "config.json").is_file():
         return target
-    config = json.loads((adapter_path / "adapter_config.json").read_text())
-    base_id = config.get("base_model_name_or_path")
-    if not base_id:
-        raise ValueError(f"{adapter_path}/adapter_config.json does not say which base model the adapter belongs to")
-    base = load_causal_lm(base_id, dtype=dtype or torch.float32)
+    base = load_causal_lm(adapter_base(adapter_path), dtype=dtype or torch.float32)
     merged = PeftModel.from_pretrained(base, str(adapter_path)).merge_and_unload()
     tmp = adapter_path / (MERGED_SUBDIR + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)

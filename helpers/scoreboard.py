@@ -10,7 +10,6 @@ Scoring itself is evaluate's (function calling) and translation's (Wayuunaiki): 
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from pathlib import Path
@@ -89,10 +88,7 @@ def load_model(entry: dict, rt):
     if not adapter.is_file():
         return models.load_causal_lm(entry["path"], dtype=rt.dtype, four_bit=gpu, device=rt.device).eval()
     from peft import PeftModel
-    base_id = json.loads(adapter.read_text()).get("base_model_name_or_path")
-    if not base_id:
-        raise ValueError(f"{adapter} does not say which base model the adapter belongs to")
-    base = models.load_causal_lm(base_id, dtype=rt.dtype, four_bit=gpu, device=rt.device)
+    base = models.load_causal_lm(models.adapter_base(path), dtype=rt.dtype, four_bit=gpu, device=rt.device)
     model = PeftModel.from_pretrained(base, str(path))
     return (model if gpu else model.merge_and_unload()).eval()
 
