@@ -28,6 +28,8 @@ from pathlib import Path
 
 import torch
 
+from helpers import runtime
+
 # -----------------------------------------------------------------------------
 # config
 TOP_K = 100            # teacher tokens kept (STAR's best setting: k=100, lambda=10)
@@ -517,7 +519,8 @@ def build_topk_cache(teacher_model, batches, k: int, path, *, model_id: str | No
             mask = target_mask({"completion_mask": batch["completion_mask"], "attention_mask": att})
             first = first_counted(mask)
             device = next(teacher_model.parameters()).device
-            logits = lm_logits(teacher_model, ids.to(device), att.to(device), first).float().cpu()  # (B, L-1-first, V)
+            with runtime.autocast_for(device):
+                logits = lm_logits(teacher_model, ids.to(device), att.to(device), first).float().cpu()  # (B, L-1-first, V)
             vocab = logits.shape[-1]
             for b in range(ids.shape[0]):
                 real = att[b].bool()                     # padding dropped: a record is one real sequence
@@ -765,7 +768,8 @@ def train_student(student, records: list[dict], *, loss: str = "ckd", steps: int
         for group in optimizer.param_groups:
             group["lr"] = lr * (0.1 + 0.9 * 0.5 * (1 + torch.cos(torch.tensor(step / max(1, steps) * torch.pi)).item()))
         batch = to_device(collate_cached([records[i] for i in plan[step]], pad_id=pad_id), device)
-        value = step_loss(student, batch, loss, teacher=teacher, **loss_kwargs)
+        with runtime.autocast_for(device):
+            value = step_loss(student, batch, loss, teacher=teacher, **loss_kwargs)
         optimizer.zero_grad(set_to_none=True)
         value.backward()
         torch.nn.utils.clip_grad_norm_(params, grad_clip)

@@ -317,7 +317,10 @@ def make_trainer(model, tokenizer, dataset, config, reward_funcs, *, dynamic_fil
     import os
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     from trl import GRPOTrainer
+
+    from helpers import models
     _check_reference(model, config)
+    models.score_labelled_positions_only()
     reward_funcs = list(reward_funcs) if isinstance(reward_funcs, (list, tuple)) else [reward_funcs]
     kwargs = dict(model=model, reward_funcs=reward_funcs, args=config, train_dataset=dataset,
                   processing_class=tokenizer, callbacks=callbacks)

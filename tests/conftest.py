@@ -11,6 +11,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+# Tests pin the cpu profile to fp32, so equalities such as "batched = one by one" hold on every CPU;
+# tests/test_runtime.py checks the bf16 switch itself.
+os.environ.setdefault("TINYRL_CPU_BF16", "0")
 
 
 class NetworkBlockedError(RuntimeError):
