@@ -570,6 +570,14 @@ def sample_rows(rows, n, seed=0):
     return [rows[i] for i in picked]
 
 
+def per_category(n, category):
+    """A sample size that may differ per category: an int or None (all) for every category, or a dict
+    {category: n, "default": n} (a category it does not name gets "default", else all)."""
+    if isinstance(n, dict):
+        return n.get(category, n.get("default"))
+    return n
+
+
 def bootstrap_ci(items, statistic=None, n=1000, seed=0, level=0.95):
     """Percentile bootstrap interval of statistic(sample) (default: the mean) over resamples of items
     with replacement: (low, high). The items are whole evaluation cases (sentences, questions), so a

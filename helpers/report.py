@@ -21,6 +21,7 @@ FIGURES_SUBDIR = "figures"     # DIR/figures/<notebook>-<name>.png
 RESULTS_CSV = "results.csv"
 REPORT_MD = "report.md"
 RUN_JSON = "run.json"          # written by the runner: profile, smoke, timings, commit
+MODEL_INFO = "tinyrl_info.json"  # beside a saved model: how long it trained, on what (read by the scoreboard)
 CSV_COLUMNS = ("notebook", "metric", "value", "profile", "smoke", "seed")
 # -----------------------------------------------------------------------------
 
@@ -70,6 +71,24 @@ def write_metrics(output_dir, notebook: str, metrics: dict, *, rt=None, smoke: b
     tmp.write_text(json.dumps(payload, indent=2))
     tmp.replace(path)
     return path
+
+
+def write_model_info(model_dir, *, train_seconds: float, **info) -> Path:
+    """Record beside a saved model how it was made (``train_seconds`` of its own stage, steps, seed, start),
+    so notebook 05's stage table can show the wall time each stage cost without re-running it."""
+    path = Path(model_dir) / MODEL_INFO
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(_clean({"train_seconds": train_seconds, **info}), indent=2))
+    return path
+
+
+def read_model_info(model_dir) -> dict:
+    """The write_model_info record of a model folder, or {} when there is none (or it is unreadable)."""
+    try:
+        info = json.loads((Path(model_dir) / MODEL_INFO).read_text())
+    except (OSError, ValueError):
+        return {}
+    return info if isinstance(info, dict) else {}
 
 
 def figure_path(output_dir, notebook: str, name: str) -> Path:

@@ -14,13 +14,15 @@ import math
 import re
 from pathlib import Path
 
+from helpers import report
+
 # -----------------------------------------------------------------------------
 # config
 
 # (stage, folder name under DIR/models or None for the profile's base model, glob for per-seed runs)
 FUNCTION_CALLING_STAGES = [
     ("base", None),
-    ("teacher (02)", "02_teacher"),
+    ("SFT / adapted teacher (02)", "02_teacher"),
     ("CKD student (02)", "02_student_ckd"),
     ("Sim-RL GRPO (03)", "03_sim_seed*"),
     ("binary-reward GRPO (03)", "03_binary_seed*"),
@@ -52,14 +54,15 @@ def _is_model_dir(path: Path) -> bool:
 
 def _entries(out_dir: Path, stage: str, folder: str | None, base_id: str, **info) -> list[dict]:
     if folder is None:
-        return [{"stage": stage, "name": base_id, "path": base_id, "seed": None, "present": True, **info}]
+        return [{"stage": stage, "name": base_id, "path": base_id, "seed": None, "present": True, "train_seconds": 0.0, **info}]
     paths = sorted((out_dir / "models").glob(folder)) if "*" in folder else [out_dir / "models" / folder]
     found = [p for p in paths if _is_model_dir(p)]
     if not found:
         return [{"stage": stage, "name": folder, "path": str(out_dir / "models" / folder), "seed": None,
                  "present": False, **info}]
     return [{"stage": stage, "name": p.name, "path": str(p), "present": True,
-             "seed": int(m.group(1)) if (m := _SEED_RE.search(p.name)) else None, **info} for p in found]
+             "seed": int(m.group(1)) if (m := _SEED_RE.search(p.name)) else None,
+             "train_seconds": report.read_model_info(p).get("train_seconds"), **info} for p in found]
 
 
 def find_models(out_dir, base_id: str) -> list[dict]:

@@ -131,3 +131,11 @@ def test_bfcl_python_messages():
     assert len(merged) == 2 and merged[0]["content"].endswith("\n\nBe brief.")
     short = evaluate.bfcl_python_messages(row["question"], row["functions"], desc_chars=20)
     assert len(short[0]["content"]) < len(msgs[0]["content"])
+
+
+def test_sample_sizes_per_category():
+    from helpers import evaluate
+    sizes = {"simple": 100, "default": 25}
+    assert evaluate.per_category(sizes, "simple") == 100 and evaluate.per_category(sizes, "parallel") == 25
+    assert evaluate.per_category({"simple": 3}, "parallel") is None          # unnamed, no default: all
+    assert evaluate.per_category(7, "simple") == 7 and evaluate.per_category(None, "simple") is None

@@ -80,3 +80,37 @@ def test_gpu_dtype_can_be_forced_to_the_t4_setting(monkeypatch):
     monkeypatch.setenv(runtime.GPU_DTYPE_ENV, "int8")
     with pytest.raises(runtime.ProfileError, match="float16 or bfloat16"):
         runtime.pick_dtype("gpu", bf16_supported=True)
+
+
+def test_cpu_bf16_rule(monkeypatch):
+    monkeypatch.setenv(runtime.CPU_BF16_ENV, "auto")
+    assert runtime.cpu_bf16_enabled(supported=True) and not runtime.cpu_bf16_enabled(supported=False)
+    monkeypatch.setenv(runtime.CPU_BF16_ENV, "0")
+    assert not runtime.cpu_bf16_enabled(supported=True)
+    monkeypatch.setenv(runtime.CPU_BF16_ENV, "1")
+    assert runtime.cpu_bf16_enabled(supported=True)
+    with pytest.raises(runtime.ProfileError, match="no native bf16"):
+        runtime.cpu_bf16_enabled(supported=False)
+    monkeypatch.setenv(runtime.CPU_BF16_ENV, "yes")
+    with pytest.raises(runtime.ProfileError, match="auto, 1 or 0"):
+        runtime.cpu_bf16_enabled(supported=True)
+
+
+def test_cpu_bf16_is_autocast_over_fp32_weights(monkeypatch):
+    import torch
+    monkeypatch.setenv(runtime.CPU_BF16_ENV, "0")
+    rt = runtime.describe("cpu")
+    assert not rt.cpu_bf16 and not rt.bf16
+    x = torch.ones(2, 2)
+    with runtime.autocast_for("cpu"):
+        assert (x @ x).dtype == torch.float32
+    if not runtime.cpu_has_bf16():
+        pytest.skip("this CPU has no native bf16")
+    monkeypatch.setenv(runtime.CPU_BF16_ENV, "1")
+    rt = runtime.describe("cpu")
+    assert rt.cpu_bf16 and rt.bf16 and rt.dtype_name == "float32"   # weights stay fp32; trainers get bf16=True
+    with runtime.autocast_for(torch.device("cpu")):
+        assert (x @ x).dtype == torch.bfloat16
+    with runtime.autocast_for("cuda"):                               # never on another device
+        assert (x @ x).dtype == torch.float32
+    assert "bf16 autocast" in runtime.summary(rt)

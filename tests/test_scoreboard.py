@@ -21,7 +21,7 @@ def test_find_models_lists_seeds_and_missing_stages(tmp_path):
     found = scoreboard.find_models(tmp_path, "embedded:base")
     fc = [e for e in found if e["task"] == "function_calling"]
     assert [(e["stage"], e["seed"], e["present"]) for e in fc] == [
-        ("base", None, True), ("teacher (02)", None, False), ("CKD student (02)", None, True),
+        ("base", None, True), ("SFT / adapted teacher (02)", None, False), ("CKD student (02)", None, True),
         ("Sim-RL GRPO (03)", 0, True), ("Sim-RL GRPO (03)", 1, True), ("binary-reward GRPO (03)", None, False)]
     tr = [e for e in found if e["task"] == "translation"]
     assert [e["present"] for e in tr] == [True, False, False, False, False] and tr[0]["tool"] is False
@@ -92,3 +92,14 @@ def test_readme_names_each_notebooks_commit_and_knobs_and_refuses_failures(tmp_p
     _run_folder(tmp_path, smoke=False, entries=entries[:2] + [dict(entries[2], status="failed")])
     with pytest.raises(ValueError, match="05_evaluation did not finish"):
         report.readme_block(tmp_path)
+
+
+def test_model_info_gives_each_stage_its_training_time(tmp_path):
+    _model_dir(tmp_path / "models" / "02_teacher")
+    report.write_model_info(tmp_path / "models" / "02_teacher", train_seconds=812.5, steps=120, seed=0)
+    _model_dir(tmp_path / "models" / "03_sim_seed0", adapter=True)
+    (tmp_path / "models" / "03_sim_seed0" / report.MODEL_INFO).write_text("not json")   # unreadable: no time, no crash
+    fc = {e["name"]: e for e in scoreboard.find_models(tmp_path, "embedded:base") if e["task"] == "function_calling"}
+    assert fc["02_teacher"]["train_seconds"] == 812.5 and fc["embedded:base"]["train_seconds"] == 0.0
+    assert fc["03_sim_seed0"]["train_seconds"] is None
+    assert report.read_model_info(tmp_path / "nowhere") == {}

@@ -66,3 +66,32 @@ def test_training_resumes_from_the_last_checkpoint(tmp_path, tok):
     trainer = sft.train(tiny, tok, ds, cfg, callbacks=[Count()])
     assert trainer.state.global_step == 4
     assert ran == [3, 4], "the second run must resume at step 3, not start over"
+
+
+def test_lm_head_scores_labelled_positions_only_with_the_same_numbers(monkeypatch, tok):
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+    from trl.trainer import utils as trl_utils
+    torch.manual_seed(0)
+    tiny = LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                        num_attention_heads=2, num_key_value_heads=1, pad_token_id=tok.pad_token_id))
+    trl_utils.add_fused_lm_head(tiny, outputs=("log_probs", "entropy", "is_top1"))
+    ids = torch.randint(0, 200, (2, 12))
+    labels = ids.clone()
+    labels[:, :8] = -100            # a prompt of 8 tokens: only the last 4 carry a label
+
+    def forward():
+        tiny.zero_grad()
+        out = tiny(input_ids=ids, labels=labels, fused_lm_head=True)
+        out.loss.backward()
+        return out.log_probs.detach(), out.loss.detach(), tiny.lm_head.weight.grad.clone()
+
+    monkeypatch.setattr(trl_utils, "_use_triton", getattr(trl_utils._use_triton, "original", trl_utils._use_triton))
+    assert not trl_utils._use_triton(torch.device("cpu"))   # TRL's own rule: every position projected on CPU
+    before = forward()
+    assert models.score_labelled_positions_only()
+    assert trl_utils._use_triton(torch.device("cpu"))
+    after = forward()
+    for a, b in zip(before, after):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    assert (after[0][:, :7] == 0).all() and (after[0][:, 8:] != 0).all()
