@@ -37,8 +37,6 @@ def main() -> None:
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
 
-    from transformers import TrainerCallback
-
     from helpers import data, evaluate, models, runtime, sft
 
     rt = runtime.setup("cpu", seed=args.seed)
@@ -49,32 +47,18 @@ def main() -> None:
     print(f"{len(ds)} training examples ({dropped} longer than {args.max_length} tokens left out); "
           f"{len(val)} validation rows", flush=True)
     gen = dict(max_new_tokens=args.max_new_tokens, batch_size=8)
-    curve: list[dict] = []
-    clock = {"train": 0.0, "t0": time.perf_counter()}
-
-    def evaluate_now(m, step):
-        t0 = time.perf_counter()
-        m.eval()
-        _, s = evaluate.evaluate_tool_calls(m, tok, val, desc_chars=args.desc_chars, model_tag=f"step{step}", **gen)
-        m.train()
-        row = {"step": step, "train_seconds": round(clock["train"], 1), "eval_seconds": round(time.perf_counter() - t0, 1),
-               **{k: round(v, 3) for k, v in s.items() if k != "n"}}
-        curve.append(row)
-        print(json.dumps(row), flush=True)
-
-    class Curve(TrainerCallback):
-        def on_step_begin(self, a, state, control, **kw):
-            clock["t0"] = time.perf_counter()
-
-        def on_step_end(self, a, state, control, model=None, **kw):
-            clock["train"] += time.perf_counter() - clock["t0"]
-            if state.global_step % args.eval_every == 0 or state.global_step == args.steps:
-                evaluate_now(model, state.global_step)
-
-    evaluate_now(model, 0)
+    score = lambda m: evaluate.evaluate_tool_calls(m, tok, val, desc_chars=args.desc_chars, **gen)[1]
+    m0 = time.perf_counter()
+    curve = [{"step": 0, **score(model.eval()), "seconds": round(time.perf_counter() - m0, 1)}]
+    print(json.dumps(curve[0]), flush=True)
+    model.train()
+    points = sft.validation_curve(score, args.eval_every)
     cfg = sft.sft_config(rt, args.out / "checkpoints", max_steps=args.steps, learning_rate=args.lr, batch_size=args.batch,
                          max_length=args.max_length, save_steps=10**9, seed=args.seed)
-    trainer = sft.train(model, tok, ds, cfg, resume=False, callbacks=[Curve()])
+    t0 = time.perf_counter()
+    trainer = sft.train(model, tok, ds, cfg, resume=False, callbacks=[points])
+    train_seconds = time.perf_counter() - t0 - points.eval_seconds
+    curve += points.points
     model = trainer.model.eval()
 
     t0 = time.perf_counter()
@@ -83,7 +67,7 @@ def main() -> None:
     _, summary = evaluate.evaluate_bfcl(model, tok, bfcl, desc_chars=args.desc_chars, fmt="json", model_tag="final", **gen)
     result = {"steps": args.steps, "lr": args.lr, "batch": args.batch, "max_length": args.max_length,
               "desc_chars": args.desc_chars, "train_examples": len(ds), "curve": curve,
-              "train_seconds": round(clock["train"], 1), "bfcl_seconds": round(time.perf_counter() - t0, 1),
+              "train_seconds": round(train_seconds, 1), "bfcl_seconds": round(time.perf_counter() - t0, 1),
               "bfcl_n": {c: len(r) for c, r in bfcl.items()}, "bfcl": summary}
     print(json.dumps({k: v for k, v in result.items() if k != "curve"}, indent=2))
     if args.json:

@@ -489,20 +489,26 @@ def generate_ids(model, tokenizer, contexts: list[list[int]], *, max_new_tokens:
         kwargs.update(temperature=temperature, top_p=top_p, **({} if top_k is None else {"top_k": top_k}))
     if stop_strings:
         kwargs.update(stop_strings=stop_strings, tokenizer=tokenizer)
+    # Batch contexts of similar length (longest first), then restore the caller's order: a left-padded
+    # batch costs its longest prompt times its size, and on CPU prompt tokens are most of the cost.
+    order = sorted(range(len(contexts)), key=lambda i: -len(contexts[i]))
     batches = range(0, len(contexts), batch_size)
     if progress:
         from tqdm.auto import tqdm
         batches = tqdm(batches, desc="generate", unit="batch")
     out: list[list[int]] = []
     for start in batches:
-        chunk = contexts[start:start + batch_size]
+        chunk = [contexts[i] for i in order[start:start + batch_size]]
         width = max(len(c) for c in chunk)
         ids = torch.tensor([[pad] * (width - len(c)) + list(c) for c in chunk], device=device)
         attn = torch.tensor([[0] * (width - len(c)) + [1] * len(c) for c in chunk], device=device)
         with torch.no_grad(), runtime.autocast_for(device):
             new = model.generate(input_ids=ids, attention_mask=attn, **kwargs)[:, width:]
         out.extend(new.tolist())
-    return out
+    restored: list[list[int]] = [[] for _ in contexts]
+    for rank, i in enumerate(order):   # num_return_sequences rows per context, context-major
+        restored[i] = out[rank * num_return_sequences:(rank + 1) * num_return_sequences]
+    return [row for rows in restored for row in rows]
 
 
 def generate(model, tokenizer, prompts: list[str], *, max_new_tokens: int = 128, batch_size: int = 8,

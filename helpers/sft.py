@@ -71,6 +71,39 @@ def sft_config(rt, output_dir, *, max_steps: int, learning_rate: float, batch_si
     )
 
 
+def validation_curve(score, every: int, *, log=print):
+    """A TrainerCallback that calls ``score(model) -> dict`` every ``every`` optimizer steps and at the
+    last step, with the model in eval mode, and keeps {"step", "seconds" (of scoring), **scores} in
+    ``.points``. This is how a lesson tunes honestly: it watches a validation split (xLAM rows held out
+    from training), never the benchmark it reports. ``.eval_seconds`` sums the scoring time, so the
+    caller can subtract it from the training time."""
+    import time
+
+    from transformers import TrainerCallback
+
+    class ValidationCurve(TrainerCallback):
+        def __init__(self):
+            self.points: list[dict] = []
+            self.eval_seconds = 0.0
+
+        def on_step_end(self, args, state, control, model=None, **kwargs):
+            if every <= 0 or not (state.global_step % every == 0 or state.global_step == state.max_steps):
+                return
+            t0 = time.perf_counter()
+            was_training = model.training
+            model.eval()
+            scores = score(model)
+            model.train(was_training)
+            seconds = time.perf_counter() - t0
+            self.eval_seconds += seconds
+            self.points.append({"step": state.global_step, "seconds": round(seconds, 1), **scores})
+            if log is not None:
+                log(f"step {state.global_step}: " + ", ".join(
+                    f"{k} {v:.3f}" for k, v in scores.items() if isinstance(v, float)))
+
+    return ValidationCurve()
+
+
 def last_checkpoint(output_dir) -> str | None:
     """The newest checkpoint-N folder, so a rerun after an interruption resumes instead of restarting."""
     from transformers.trainer_utils import get_last_checkpoint

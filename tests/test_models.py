@@ -201,3 +201,18 @@ def test_batched_generation_equals_one_by_one(policy):
     ids = [tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
     rows = models.generate_ids(model, tok, ids, max_new_tokens=10, batch_size=2)
     assert tok.batch_decode(rows, skip_special_tokens=True) == together
+
+
+def test_length_sorted_batches_keep_the_callers_order(policy):
+    """generate_ids batches prompts by length; rows must still come back in the order given, with
+    num_return_sequences rows per prompt, also when the last batch is short."""
+    model, tok = policy
+    questions = ["Hi", "Name three rivers of Europe and say which is longest.", "2+2?", "Spell 'cat' backwards, please."]
+    ids = [tok(models.render_prompt(tok, models.build_messages(q)), add_special_tokens=False)["input_ids"] for q in questions]
+    alone = [models.generate_ids(model, tok, [c], max_new_tokens=6)[0] for c in ids]
+    batched = models.generate_ids(model, tok, ids, max_new_tokens=6, batch_size=3)
+    strip = lambda row: [t for t in row if t != tok.pad_token_id]
+    assert [strip(r) for r in batched] == [strip(r) for r in alone]
+    doubled = models.generate_ids(model, tok, ids, max_new_tokens=6, batch_size=3, num_return_sequences=2,
+                                  do_sample=True, top_k=1)   # sampling from the top token only: greedy, twice
+    assert [strip(r) for r in doubled] == [strip(r) for r in alone for _ in range(2)]

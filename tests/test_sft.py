@@ -95,3 +95,25 @@ def test_lm_head_scores_labelled_positions_only_with_the_same_numbers(monkeypatc
     for a, b in zip(before, after):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
     assert (after[0][:, :7] == 0).all() and (after[0][:, 8:] != 0).all()
+
+
+def test_validation_curve_scores_every_n_steps_in_eval_mode(tmp_path, tok):
+    from datasets import Dataset
+    from transformers import LlamaConfig, LlamaForCausalLM
+    rt = runtime.setup("cpu", verbose=False)
+    tiny = LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                        num_attention_heads=2, num_key_value_heads=1, pad_token_id=tok.pad_token_id))
+    ds = Dataset.from_list([{"prompt": f"<|im_start|>user\nsay {i}<|im_end|>\n<|im_start|>assistant\n", "completion": f"{i}"}
+                            for i in range(8)])
+    seen = []
+
+    def score(model):
+        seen.append(model.training)
+        return {"format_valid": 0.5}
+
+    curve = sft.validation_curve(score, 2, log=None)
+    cfg = sft.sft_config(rt, tmp_path, max_steps=3, learning_rate=1e-3, batch_size=2, save_steps=100, max_length=64)
+    trainer = sft.train(tiny, tok, ds, cfg, callbacks=[curve])
+    assert [p["step"] for p in curve.points] == [2, 3]            # every 2 steps, and the last one
+    assert seen == [False, False] and trainer.model.training       # scored in eval mode, training mode restored
+    assert curve.points[0]["format_valid"] == 0.5 and curve.eval_seconds >= 0
