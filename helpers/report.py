@@ -135,6 +135,13 @@ def _fmt(value) -> str:
     return str(value)
 
 
+def _duration(seconds) -> str:
+    """Seconds as "42 s" or "12.5 min"; n/a when unknown."""
+    if seconds is None:
+        return "n/a"
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+
+
 def git_commit(repo: Path | None = None) -> str:
     try:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=repo or Path(__file__).parent,
@@ -259,6 +266,8 @@ def readme_block(output_dir) -> str:
         lines.append(f"python -m helpers.workbook run --profile {profile} --out DIR --only {','.join(names)}"
                      f"{' ' + knobs if knobs else ''}   # commit {commit}")
     lines += ["python -m helpers.workbook readme --out DIR", "```", ""]
+    lines += ["Wall time per notebook: " + ", ".join(f"{e['notebook'][:2]} {_duration(e.get('seconds'))}" for e in entries)
+              + f"; total {_duration(sum(e.get('seconds') or 0 for e in entries))}.", ""]
     for notebook, title, rows in tables:
         lines += [f"**{title}** ({notebook})", "", markdown_table(rows), ""]
     return "\n".join(lines).rstrip() + "\n"

@@ -89,6 +89,7 @@ def test_readme_names_each_notebooks_commit_and_knobs_and_refuses_failures(tmp_p
     assert "commits `aaa1111`, `bbb2222`" in block
     assert "--only 02 --param STEPS=60   # commit aaa1111" in block
     assert "--only 03,05 --param 'SEEDS=[0, 1, 2]'   # commit bbb2222" in block
+    assert "Wall time per notebook: 02 60 s, 03 60 s, 05 60 s; total 3.0 min." in block
     _run_folder(tmp_path, smoke=False, entries=entries[:2] + [dict(entries[2], status="failed")])
     with pytest.raises(ValueError, match="05_evaluation did not finish"):
         report.readme_block(tmp_path)
