@@ -43,15 +43,22 @@ def test_rows_that_do_not_fit_are_dropped_not_truncated(tok, rows):
         assert sft.fits(ex, tok, 300)
 
 
+def _tiny_llama(tok):
+    from transformers import LlamaConfig, LlamaForCausalLM
+    return LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                        num_attention_heads=2, num_key_value_heads=1, pad_token_id=tok.pad_token_id))
+
+
+def _count_dataset():
+    from datasets import Dataset
+    return Dataset.from_list([{"prompt": f"<|im_start|>user\nsay {i}<|im_end|>\n<|im_start|>assistant\n", "completion": f"{i}"}
+                              for i in range(8)])
+
+
 @pytest.mark.slow
 def test_training_resumes_from_the_last_checkpoint(tmp_path, tok):
-    from transformers import LlamaConfig, LlamaForCausalLM
     rt = runtime.setup("cpu", verbose=False)
-    tiny = LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                        num_attention_heads=2, num_key_value_heads=1, pad_token_id=tok.pad_token_id))
-    from datasets import Dataset
-    ds = Dataset.from_list([{"prompt": f"<|im_start|>user\nsay {i}<|im_end|>\n<|im_start|>assistant\n", "completion": f"{i}"}
-                            for i in range(8)])
+    tiny, ds = _tiny_llama(tok), _count_dataset()
     cfg = sft.sft_config(rt, tmp_path, max_steps=2, learning_rate=1e-3, batch_size=2, save_steps=1, max_length=64)
     sft.train(tiny, tok, ds, cfg)
     assert sft.last_checkpoint(tmp_path).endswith("checkpoint-2")
@@ -70,11 +77,9 @@ def test_training_resumes_from_the_last_checkpoint(tmp_path, tok):
 
 def test_lm_head_scores_labelled_positions_only_with_the_same_numbers(monkeypatch, tok):
     import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
     from trl.trainer import utils as trl_utils
     torch.manual_seed(0)
-    tiny = LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                        num_attention_heads=2, num_key_value_heads=1, pad_token_id=tok.pad_token_id))
+    tiny = _tiny_llama(tok)
     trl_utils.add_fused_lm_head(tiny, outputs=("log_probs", "entropy", "is_top1"))
     ids = torch.randint(0, 200, (2, 12))
     labels = ids.clone()
@@ -98,13 +103,8 @@ def test_lm_head_scores_labelled_positions_only_with_the_same_numbers(monkeypatc
 
 
 def test_validation_curve_scores_every_n_steps_in_eval_mode(tmp_path, tok):
-    from datasets import Dataset
-    from transformers import LlamaConfig, LlamaForCausalLM
     rt = runtime.setup("cpu", verbose=False)
-    tiny = LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                        num_attention_heads=2, num_key_value_heads=1, pad_token_id=tok.pad_token_id))
-    ds = Dataset.from_list([{"prompt": f"<|im_start|>user\nsay {i}<|im_end|>\n<|im_start|>assistant\n", "completion": f"{i}"}
-                            for i in range(8)])
+    tiny, ds = _tiny_llama(tok), _count_dataset()
     seen = []
 
     def score(model):
