@@ -10,6 +10,7 @@ prints the hardware and library versions, so an executed notebook records what p
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import os
 import platform
@@ -127,6 +128,7 @@ def pick_dtype(profile: str, *, bf16_supported: bool | None = None) -> str:
     return "bfloat16" if bf16_supported else "float16"
 
 
+@functools.lru_cache(maxsize=1)
 def cpu_has_bf16() -> bool:
     """Whether this CPU multiplies bf16 natively (AVX512-BF16 or AMX). Without it bf16 is emulated
     and slower than fp32, so the cpu profile stays in fp32."""

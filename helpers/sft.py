@@ -59,8 +59,8 @@ def sft_config(rt, output_dir, *, max_steps: int, learning_rate: float, batch_si
         lr_scheduler_type="cosine", warmup_steps=warmup,  # a float < 1 is a fraction of max_steps
         max_length=max_length,
         completion_only_loss=True, packing=False,
-        # Batches of similar lengths: xLAM prompts run from 200 to 1,500 tokens, and a random batch of 4
-        # is padded to its longest, so on CPU a third of a step's compute went into padding.
+        # Batches of similar lengths: xLAM prompts run from about 200 to 1,500 tokens, and a random batch
+        # of 4 is padded to its longest; on CPU padded tokens cost as much as real ones.
         train_sampling_strategy="group_by_length",
         # TRL turns activation checkpointing on by default; on CPU it only costs time.
         activation_checkpointing=not rt.use_cpu,
