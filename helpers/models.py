@@ -228,8 +228,13 @@ def shorten_tools(tools: list[dict], max_chars: int | None = 80) -> list[dict]:
     if max_chars is None:
         return tools
 
+    if max_chars < 0:
+        raise ValueError(f"max_chars must be None or >= 0, got {max_chars}")
+
     def cut(text):
-        return text if not isinstance(text, str) or len(text) <= max_chars else text[: max_chars - 3].rstrip() + "..."
+        if not isinstance(text, str) or len(text) <= max_chars:
+            return text
+        return text[:max_chars] if max_chars <= 3 else text[: max_chars - 3].rstrip() + "..."   # room for "..."
 
     out = []
     for tool in tools:

@@ -36,6 +36,15 @@ def test_shortened_tools_keep_what_scoring_needs(rows):
     assert models.shorten_tools(rows[0]["tools"], None) is rows[0]["tools"]
 
 
+@pytest.mark.parametrize("max_chars", [0, 1, 3, 4])
+def test_very_short_limits_are_respected(rows, max_chars):
+    for t in models.shorten_tools(rows[0]["tools"], max_chars):
+        assert len(t["description"]) <= max_chars
+        assert all(len(p.get("description", "")) <= max_chars for p in t["parameters"]["properties"].values())
+    with pytest.raises(ValueError):
+        models.shorten_tools(rows[0]["tools"], -1)
+
+
 def test_rows_that_do_not_fit_are_dropped_not_truncated(tok, rows):
     ds, dropped = sft.build_dataset(rows, tok, max_length=300, desc_chars=80)
     assert dropped > 0 and len(ds) + dropped == len(rows)
