@@ -598,16 +598,25 @@ def bootstrap_ci(items, statistic=None, n=1000, seed=0, level=0.95):
     return float(lo), float(hi)
 
 
-def _cache_key(model_tag, prompt, settings):
+def generation_cache(run_dir) -> str:
+    """The run folder's one cache of greedy completions, shared by notebooks 02, 03 and 05: the keys
+    hold the weights' fingerprint, so a model scored in 02 or 03 (the adapted teacher, the GRPO
+    policies) is not generated again in 05, and every notebook reports the same completions for it."""
+    return os.path.join(str(run_dir), "cache", "generations.jsonl")
+
+
+def _cache_key(weights, prompt, settings):
     import hashlib
-    return hashlib.sha256(json.dumps([model_tag, prompt, settings], sort_keys=True).encode()).hexdigest()
+    return hashlib.sha256(json.dumps([weights, prompt, settings], sort_keys=True).encode()).hexdigest()
 
 
 def generate_cached(model, tokenizer, prompts, *, cache_path=None, model_tag="model", max_new_tokens=128,
                     batch_size=8, progress=False):
     """Greedy completions for `prompts`, read from / appended to a JSON-lines cache so a rerun only
-    scores. The key covers the model tag, the prompt and the generation settings; pass a tag that
-    changes when the weights do (e.g. the checkpoint path)."""
+    scores. The key is a fingerprint of the weights themselves (models.weights_fingerprint), the prompt
+    and the generation settings: a retrained model never reads an old completion, whichever knob
+    changed it, and the same weights scored by two notebooks are generated once. `model_tag` is a
+    label written next to each entry, for people reading the cache."""
     from helpers import models
     settings = {"max_new_tokens": max_new_tokens, "greedy": True}
     cache = {}
@@ -619,7 +628,8 @@ def generate_cached(model, tokenizer, prompts, *, cache_path=None, model_tag="mo
                     cache[entry["key"]] = entry["text"]
                 except (ValueError, KeyError):
                     continue  # a line cut short by an interruption is simply generated again
-    keys = [_cache_key(model_tag, p, settings) for p in prompts]
+    weights = models.weights_fingerprint(model) if cache_path is not None else None
+    keys = [_cache_key(weights, p, settings) for p in prompts]
     todo = [i for i, k in enumerate(keys) if k not in cache]
     if todo:
         texts = models.generate(model, tokenizer, [prompts[i] for i in todo], max_new_tokens=max_new_tokens,
@@ -630,7 +640,7 @@ def generate_cached(model, tokenizer, prompts, *, cache_path=None, model_tag="mo
             os.makedirs(os.path.dirname(os.path.abspath(cache_path)), exist_ok=True)
             with open(cache_path, "a", encoding="utf-8") as f:
                 for i in todo:
-                    f.write(json.dumps({"key": keys[i], "text": cache[keys[i]]}) + "\n")
+                    f.write(json.dumps({"key": keys[i], "tag": model_tag, "text": cache[keys[i]]}) + "\n")
     return [cache[k] for k in keys]
 
 

@@ -2,6 +2,7 @@
 import json
 
 import pytest
+import torch
 
 from helpers import data, evaluate, models, rewards
 
@@ -16,6 +17,10 @@ def scripted(monkeypatch):
 
     monkeypatch.setattr(models, "generate", fake_generate)
     return answers, calls
+
+
+# the cache keys on the weights, so the scripted model needs some: a real (tiny) torch module
+TINY = torch.nn.Linear(2, 2)
 
 
 class Tok:
@@ -37,28 +42,59 @@ def test_bfcl_scores_and_cache(scripted, tmp_path):
         prompt = models.render_prompt(tok, models.build_messages(row["question"]), evaluate.bfcl_tools(row["functions"]))
         answers[prompt] = rewards.render_tool_calls(gt)
     cache = tmp_path / "gen.jsonl"
-    records, summary = evaluate.evaluate_bfcl(None, tok, {"simple": rows}, cache_path=str(cache), model_tag="scripted")
+    records, summary = evaluate.evaluate_bfcl(TINY, tok, {"simple": rows}, cache_path=str(cache), model_tag="scripted")
     assert [r["valid"] for r in records] == [True, False, False, False]
     assert summary["simple_accuracy"] == 0.25 and summary["ast_mean"] == 0.25
     assert records[0]["sim"] == 1.0 and 0 <= records[1]["sim"] < 1 and records[2]["sim"] == 0.0
     assert records[2]["error_type"] == "simple_function_checker:wrong_count"  # prose decodes to no call at all
     assert len(calls) == 1
     # a rerun only scores: nothing is generated again
-    records2, summary2 = evaluate.evaluate_bfcl(None, tok, {"simple": rows}, cache_path=str(cache), model_tag="scripted")
+    records2, summary2 = evaluate.evaluate_bfcl(TINY, tok, {"simple": rows}, cache_path=str(cache), model_tag="scripted")
     assert len(calls) == 1 and summary2 == summary
-    # another model tag misses the cache
-    evaluate.evaluate_bfcl(None, tok, {"simple": rows}, cache_path=str(cache), model_tag="other")
+    # the tag is a label: the same weights under another tag (another notebook) are not generated again
+    evaluate.evaluate_bfcl(TINY, tok, {"simple": rows}, cache_path=str(cache), model_tag="other")
+    assert len(calls) == 1
+    # other weights miss the cache, and so do other generation settings
+    evaluate.evaluate_bfcl(torch.nn.Linear(2, 2), tok, {"simple": rows}, cache_path=str(cache), model_tag="scripted")
     assert len(calls) == 2
+    evaluate.evaluate_bfcl(TINY, tok, {"simple": rows}, cache_path=str(cache), model_tag="scripted", max_new_tokens=7)
+    assert len(calls) == 3
 
 
 def test_truncated_cache_line_is_regenerated(scripted, tmp_path):
     _, calls = scripted
     cache = tmp_path / "gen.jsonl"
-    evaluate.generate_cached(None, None, ["a", "b"], cache_path=str(cache), model_tag="t")
+    evaluate.generate_cached(TINY, None, ["a", "b"], cache_path=str(cache), model_tag="t")
     lines = cache.read_text().splitlines()
     cache.write_text(lines[0] + "\n" + lines[1][:10] + "\n")  # an interrupted write
-    assert evaluate.generate_cached(None, None, ["a", "b"], cache_path=str(cache), model_tag="t") == ["no idea", "no idea"]
+    assert evaluate.generate_cached(TINY, None, ["a", "b"], cache_path=str(cache), model_tag="t") == ["no idea", "no idea"]
     assert calls[-1] == ["b"]
+
+
+def test_cache_misses_when_the_weights_change(scripted, tmp_path):
+    """Same tag, new weights (a rerun with another learning rate into the same folder): generated again."""
+    _, calls = scripted
+    cache = tmp_path / "gen.jsonl"
+    model = torch.nn.Linear(2, 2)
+    evaluate.generate_cached(model, None, ["a"], cache_path=str(cache), model_tag="03:sim:0")
+    evaluate.generate_cached(model, None, ["a"], cache_path=str(cache), model_tag="03:sim:0")
+    assert len(calls) == 1
+    with torch.no_grad():
+        model.weight.add_(1e-3)   # in place, as an optimizer step
+    evaluate.generate_cached(model, None, ["a"], cache_path=str(cache), model_tag="03:sim:0")
+    assert len(calls) == 2
+    fresh = torch.nn.Linear(2, 2)   # the same weights in another object (a reload) hit the cache
+    fresh.load_state_dict(model.state_dict())
+    evaluate.generate_cached(fresh, None, ["a"], cache_path=str(cache), model_tag="03:sim:0")
+    assert len(calls) == 2
+
+
+def test_weights_fingerprint():
+    a, b = torch.nn.Linear(3, 2), torch.nn.Linear(3, 2)
+    assert models.weights_fingerprint(a) != models.weights_fingerprint(b)
+    b.load_state_dict(a.state_dict())
+    assert models.weights_fingerprint(a) == models.weights_fingerprint(b)
+    assert models.weights_fingerprint(a.to(torch.bfloat16)) != models.weights_fingerprint(b)   # dtype counts
 
 
 def test_tool_call_records_on_xlam(scripted):
@@ -108,12 +144,12 @@ def test_bfcl_python_format_scores_python_lists(scripted, tmp_path):
     p0, p1 = (evaluate.bfcl_prompt(tok, r, "python") for r in rows[:2])
     answers[p0] = evaluate.render_python_calls([{c["name"]: c["arguments"]} for c in gt0])
     answers[p1] = rewards.render_tool_calls(evaluate.bfcl_ground_truth_calls(rows[1]["ground_truth"]))  # JSON, wrong format
-    records, summary = evaluate.evaluate_bfcl(None, tok, {"simple": rows}, fmt="python", cache_path=str(tmp_path / "g.jsonl"))
+    records, summary = evaluate.evaluate_bfcl(TINY, tok, {"simple": rows}, fmt="python", cache_path=str(tmp_path / "g.jsonl"))
     assert [r["valid"] for r in records] == [True, False, False]
     assert records[1]["error_type"] == "decoder_failed"
     assert records[0]["sim"] == 1.0 and records[1]["sim"] == -1.0 and summary["simple_accuracy"] == pytest.approx(1 / 3)
     # the same rows in the json format are different prompts (the cache tells them apart)
-    evaluate.evaluate_bfcl(None, tok, {"simple": rows}, fmt="json", cache_path=str(tmp_path / "g.jsonl"))
+    evaluate.evaluate_bfcl(TINY, tok, {"simple": rows}, fmt="json", cache_path=str(tmp_path / "g.jsonl"))
     assert len(calls) == 2
     with pytest.raises(ValueError, match="fmt"):
         evaluate.evaluate_bfcl(None, tok, {"simple": rows}, fmt="xml")
