@@ -64,7 +64,9 @@ def main() -> None:
     t0 = time.perf_counter()
     bfcl = {c: evaluate.sample_rows(data.load_bfcl(c), args.n_bfcl if c == "simple" else max(1, args.n_bfcl // 4), seed=0)
             for c in CATEGORIES}
-    _, summary = evaluate.evaluate_bfcl(model, tok, bfcl, desc_chars=args.desc_chars, fmt="json", model_tag="final", **gen)
+    # each category its own new-token budget (evaluate.BFCL_MAX_NEW_TOKENS): parallel answers run past 128 tokens
+    _, summary = evaluate.evaluate_bfcl(model, tok, bfcl, desc_chars=args.desc_chars, fmt="json", model_tag="final",
+                                        **dict(gen, max_new_tokens=None))
     result = {"steps": args.steps, "lr": args.lr, "batch": args.batch, "max_length": args.max_length,
               "desc_chars": args.desc_chars, "train_examples": len(ds), "curve": curve,
               "train_seconds": round(train_seconds, 1), "bfcl_seconds": round(time.perf_counter() - t0, 1),

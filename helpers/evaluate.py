@@ -491,6 +491,13 @@ def render_python_calls(calls):
 # Torch and the model are only touched by `generate_cached`, imported lazily.
 
 AST_CATEGORIES = ("simple", "multiple", "parallel", "parallel_multiple")
+# New-token budget per BFCL category. A budget shorter than the answer fails a question the model got
+# right: at 128 tokens, half of BFCL v3's parallel questions and 64% of its parallel_multiple ones could
+# not be answered at all (2-4 <tool_call> blocks of ~40-60 tokens each). Each budget covers the longest
+# reference answer of its category, rendered as our models write calls, with a margin (longest, in
+# SmolLM2's tokenizer: simple 121, multiple 96, parallel 440, parallel_multiple 261; tests/
+# test_evaluate_harness.py checks it). Irrelevance needs no call at all, so it keeps the short budget.
+BFCL_MAX_NEW_TOKENS = {"simple": 128, "multiple": 128, "parallel": 480, "parallel_multiple": 288, "irrelevance": 128}
 # BFCL's function docs use Python-ish type names; the chat template shows JSON schema, as in training.
 BFCL_TO_JSON_TYPE = {"dict": "object", "float": "number", "tuple": "array", "any": "string",
                      "integer": "integer", "string": "string", "boolean": "boolean", "array": "array"}
@@ -719,17 +726,28 @@ def bfcl_summary(records, categories):
     return summary
 
 
-def evaluate_bfcl(model, tokenizer, rows_by_category, *, desc_chars=None, fmt="json", **gen_kwargs):
+def bfcl_budget(category, max_new_tokens=None):
+    """New tokens for one category: BFCL_MAX_NEW_TOKENS's when `max_new_tokens` is None, a number as given
+    (the same for every category: smoke runs), or a {category: number} dict falling back on the table."""
+    if max_new_tokens is None:
+        return BFCL_MAX_NEW_TOKENS.get(category, 128)
+    if isinstance(max_new_tokens, dict):
+        return max_new_tokens.get(category, BFCL_MAX_NEW_TOKENS.get(category, 128))
+    return int(max_new_tokens)
+
+
+def evaluate_bfcl(model, tokenizer, rows_by_category, *, desc_chars=None, fmt="json", max_new_tokens=None, **gen_kwargs):
     """BFCL questions in one prompt format (bfcl_prompt: "json" or "python"), greedy and cached
-    (generate_cached): per-row AST validity with our checker (which agrees with bfcl-eval's) and the
-    Sim-RL score against the first acceptable answer. Returns (records, bfcl_summary(...))."""
+    (generate_cached) with each category's new-token budget (bfcl_budget): per-row AST validity with our
+    checker (which agrees with bfcl-eval's) and the Sim-RL score against the first acceptable answer.
+    Returns (records, bfcl_summary(...))."""
     from helpers import rewards
     if fmt not in PROMPT_FORMATS:
         raise ValueError(f"fmt must be one of {PROMPT_FORMATS}, got {fmt!r}")
     records = []
     for category, rows in rows_by_category.items():
         prompts = [bfcl_prompt(tokenizer, r, fmt, desc_chars) for r in rows]
-        texts = generate_cached(model, tokenizer, prompts, **gen_kwargs)
+        texts = generate_cached(model, tokenizer, prompts, max_new_tokens=bfcl_budget(category, max_new_tokens), **gen_kwargs)
         for r, text in zip(rows, texts):
             check = score_bfcl_output(text, r, category, fmt=fmt)
             gt_calls = bfcl_ground_truth_calls(r["ground_truth"])

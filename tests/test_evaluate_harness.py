@@ -175,3 +175,28 @@ def test_sample_sizes_per_category():
     assert evaluate.per_category(sizes, "simple") == 100 and evaluate.per_category(sizes, "parallel") == 25
     assert evaluate.per_category({"simple": 3}, "parallel") is None          # unnamed, no default: all
     assert evaluate.per_category(7, "simple") == 7 and evaluate.per_category(None, "simple") is None
+
+
+def test_every_bfcl_reference_answer_fits_its_budget(model_cache):
+    """A budget shorter than the answer fails a question the model got right (at a flat 128 tokens half
+    of BFCL v3 parallel could not be answered): every reference answer, written the way our models
+    write calls, must fit its category's budget, and the budgets must be what the checks use."""
+    tok = models.load_tokenizer(models.SMOLLM2_ID)
+    for category in evaluate.AST_CATEGORIES:
+        rows = data.load_bfcl(category, download=False)
+        longest = max(len(tok(rewards.render_tool_calls(evaluate.bfcl_ground_truth_calls(r["ground_truth"])),
+                              add_special_tokens=False)["input_ids"]) + 1 for r in rows)   # +1: the end-of-turn token
+        assert longest <= evaluate.bfcl_budget(category), (category, longest)
+    assert evaluate.bfcl_budget("parallel") > 128 and evaluate.bfcl_budget("irrelevance") == 128
+    assert evaluate.bfcl_budget("parallel", 32) == 32
+    assert evaluate.bfcl_budget("parallel", {"simple": 9}) == evaluate.BFCL_MAX_NEW_TOKENS["parallel"]
+
+
+def test_bfcl_budget_reaches_the_generator(scripted, tmp_path, monkeypatch):
+    seen = []
+    monkeypatch.setattr(models, "generate", lambda model, tok, prompts, **kw: seen.append(kw["max_new_tokens"]) or ["x"] * len(prompts))
+    rows = {c: data.load_bfcl(c, download=False)[:1] for c in ("simple", "parallel")}
+    evaluate.evaluate_bfcl(TINY, Tok(), rows)
+    assert seen == [evaluate.BFCL_MAX_NEW_TOKENS["simple"], evaluate.BFCL_MAX_NEW_TOKENS["parallel"]]
+    evaluate.evaluate_bfcl(TINY, Tok(), rows, max_new_tokens=16)
+    assert seen[2:] == [16, 16]
