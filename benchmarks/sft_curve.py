@@ -14,6 +14,7 @@ import argparse
 import json
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -65,12 +66,15 @@ def main() -> None:
     bfcl = {c: evaluate.sample_rows(data.load_bfcl(c), args.n_bfcl if c == "simple" else max(1, args.n_bfcl // 4), seed=0)
             for c in CATEGORIES}
     # each category its own new-token budget (evaluate.BFCL_MAX_NEW_TOKENS): parallel answers run past 128 tokens
-    _, summary = evaluate.evaluate_bfcl(model, tok, bfcl, desc_chars=args.desc_chars, fmt="json", model_tag="final",
+    records, summary = evaluate.evaluate_bfcl(model, tok, bfcl, desc_chars=args.desc_chars, fmt="json", model_tag="final",
                                         **dict(gen, max_new_tokens=None))
     result = {"steps": args.steps, "lr": args.lr, "batch": args.batch, "max_length": args.max_length,
               "desc_chars": args.desc_chars, "train_examples": len(ds), "curve": curve,
               "train_seconds": round(train_seconds, 1), "bfcl_seconds": round(time.perf_counter() - t0, 1),
-              "bfcl_n": {c: len(r) for c, r in bfcl.items()}, "bfcl": summary}
+              "bfcl_n": {c: len(r) for c, r in bfcl.items()}, "bfcl": summary,
+              # what the failures are, per category: says whether more steps, more tokens or more data would help
+              "bfcl_errors": {c: dict(Counter(r["error_type"] for r in records if r["category"] == c and not r["valid"]))
+                              for c in bfcl}}
     print(json.dumps({k: v for k, v in result.items() if k != "curve"}, indent=2))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

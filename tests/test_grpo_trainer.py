@@ -129,6 +129,19 @@ def test_tool_call_dataset_columns_decode_for_the_rewards(tok):
         assert scores[0] == 1.0 and scores[1] < 1.0
 
 
+def test_answerable_keeps_exactly_the_rows_whose_answer_fits(tok):
+    rows = data.load_xlam(download=False)[:40]
+    lengths = [grpo.answer_tokens(r, tok) for r in rows]
+    # the count is the rendered answer's tokens plus the end-of-turn token
+    r0 = rows[0]
+    assert lengths[0] == len(tok(rewards.render_tool_calls(r0["ground_truth"]), add_special_tokens=False)["input_ids"]) + 1
+    budget = sorted(lengths)[len(lengths) // 2]
+    kept = grpo.answerable(rows, tok, budget)
+    assert 0 < len(kept) < len(rows)
+    assert [r["id"] for r in kept] == [r["id"] for r, n in zip(rows, lengths) if n <= budget]
+    assert grpo.answerable(rows, tok, max(lengths)) == rows and grpo.answerable(rows, tok, 1) == []
+
+
 # ----------------------------------------------------------------------------- the filter
 
 def test_keep_mask_scales_the_reward_and_drops_flat_or_saturated_groups():
