@@ -103,19 +103,13 @@ WARN_KEPT = 0.5
 # -----------------------------------------------------------------------------
 
 
-def answer_tokens(row: dict, tokenizer) -> int:
-    """Tokens of a row's reference answer as the policy must write it (<tool_call> blocks) plus the
-    end-of-turn token that stops generation."""
-    from helpers import rewards
-    return len(tokenizer(rewards.render_tool_calls(row["ground_truth"]), add_special_tokens=False)["input_ids"]) + 1
-
-
 def answerable(rows: list[dict], tokenizer, max_completion_length: int) -> list[dict]:
-    """The rows whose reference answer fits ``max_completion_length`` new tokens. A prompt whose right
-    answer is longer can only ever be answered cut short, which every tool-call reward scores as a broken
-    call: its groups teach the policy nothing but spend a whole step of sampling (on cpu, 96 new tokens,
+    """The rows whose reference answer (rewards.answer_tokens) fits ``max_completion_length`` new tokens.
+    A prompt whose right answer is longer can only ever be answered cut short, which every tool-call
+    reward scores as a broken call: its groups teach the policy nothing but spend a whole step of sampling (on cpu, 96 new tokens,
     30 of the 200 shortest xLAM training prompts are such prompts)."""
-    return [r for r in rows if answer_tokens(r, tokenizer) <= max_completion_length]
+    from helpers import rewards
+    return [r for r in rows if rewards.answer_tokens(r["ground_truth"], tokenizer) <= max_completion_length]
 
 
 def tool_call_dataset(rows: list[dict], tokenizer, desc_chars: int | None = None):

@@ -123,6 +123,12 @@ def render_tool_calls(calls, think=None, style="qwen"):
     return (f"<think>{think}</think>\n" if think is not None else "") + body
 
 
+def answer_tokens(calls, tokenizer) -> int:
+    """New tokens a model needs to write `calls` the way our models write them (render_tool_calls),
+    plus the end-of-turn token that stops generation: what a generation budget must hold."""
+    return len(tokenizer(render_tool_calls(calls), add_special_tokens=False)["input_ids"]) + 1
+
+
 def _as_call(obj, keys):
     """A parsed JSON object as {"name", "arguments"}, or None if it is not a call."""
     if not isinstance(obj, dict) or not isinstance(obj.get("name"), str):

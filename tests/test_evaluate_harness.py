@@ -184,8 +184,7 @@ def test_every_bfcl_reference_answer_fits_its_budget(model_cache):
     tok = models.load_tokenizer(models.SMOLLM2_ID)
     for category in evaluate.AST_CATEGORIES:
         rows = data.load_bfcl(category, download=False)
-        longest = max(len(tok(rewards.render_tool_calls(evaluate.bfcl_ground_truth_calls(r["ground_truth"])),
-                              add_special_tokens=False)["input_ids"]) + 1 for r in rows)   # +1: the end-of-turn token
+        longest = max(rewards.answer_tokens(evaluate.bfcl_ground_truth_calls(r["ground_truth"]), tok) for r in rows)
         assert longest <= evaluate.bfcl_budget(category), (category, longest)
     assert evaluate.bfcl_budget("parallel") > 128 and evaluate.bfcl_budget("irrelevance") == 128
     assert evaluate.bfcl_budget("parallel", 32) == 32

@@ -131,7 +131,7 @@ def test_tool_call_dataset_columns_decode_for_the_rewards(tok):
 
 def test_answerable_keeps_exactly_the_rows_whose_answer_fits(tok):
     rows = data.load_xlam(download=False)[:40]
-    lengths = [grpo.answer_tokens(r, tok) for r in rows]
+    lengths = [rewards.answer_tokens(r["ground_truth"], tok) for r in rows]
     # the count is the rendered answer's tokens plus the end-of-turn token
     r0 = rows[0]
     assert lengths[0] == len(tok(rewards.render_tool_calls(r0["ground_truth"]), add_special_tokens=False)["input_ids"]) + 1
