@@ -482,28 +482,19 @@ def weights_fingerprint(model) -> str:
     """A digest of every parameter and buffer of ``model`` (names, dtypes, shapes and bytes): what the
     generation caches key on, so a cached completion is reused only by the very weights that wrote it,
     whatever knob changed them (steps, learning rate, beta, a retrained teacher). BLAKE2b reads about
-    1 GB/s, half a second for SmolLM2-135M in fp32. The digest is kept on the model with the
-    tensors' storage addresses and version counters (an in-place update, such as an optimizer step,
-    bumps the counter), so asking again for unchanged weights costs nothing."""
+    1 GB/s, half a second for SmolLM2-135M in fp32, once per scoring call. It is not memoised on
+    tensor version counters: fused optimizers (torch's AdamW(fused=True), the Trainer's default)
+    update parameters in place without bumping them, and a memo keyed on them handed a trained model
+    the completions of its untrained self."""
     import hashlib
     import torch
-    tensors = [*model.named_parameters(), *model.named_buffers()]
-    state = tuple((t.data_ptr(), t._version) for _, t in tensors)
-    memo = getattr(model, "_tinyrl_fingerprint", None)
-    if memo is not None and memo[0] == state:
-        return memo[1]
     digest = hashlib.blake2b(digest_size=16)
-    for name, t in tensors:
+    for name, t in [*model.named_parameters(), *model.named_buffers()]:
         t = t.detach()
         digest.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
         if t.numel():
             digest.update(t.cpu().contiguous().reshape(-1).view(torch.uint8).numpy().data)
-    fingerprint = digest.hexdigest()
-    try:
-        object.__setattr__(model, "_tinyrl_fingerprint", (state, fingerprint))
-    except (AttributeError, TypeError):
-        pass  # a model that refuses new attributes is simply hashed again next time
-    return fingerprint
+    return digest.hexdigest()
 
 
 def generate_ids(model, tokenizer, contexts: list[list[int]], *, max_new_tokens: int = 128, batch_size: int = 8,

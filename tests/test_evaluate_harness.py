@@ -97,6 +97,18 @@ def test_weights_fingerprint():
     assert models.weights_fingerprint(a.to(torch.bfloat16)) != models.weights_fingerprint(b)   # dtype counts
 
 
+@pytest.mark.parametrize("fused", [False, True])
+def test_weights_fingerprint_follows_optimizer_steps(fused):
+    # fused AdamW (the Trainer's default) writes parameters without bumping their version counters:
+    # a fingerprint memoised on those counters kept the untrained model's key after training
+    model = torch.nn.Linear(3, 2)
+    opt = torch.optim.AdamW(model.parameters(), lr=0.1, fused=fused)
+    before = models.weights_fingerprint(model)
+    model(torch.ones(1, 3)).sum().backward()
+    opt.step()
+    assert models.weights_fingerprint(model) != before
+
+
 def test_tool_call_records_on_xlam(scripted):
     answers, _ = scripted
     rows = data.load_xlam(download=False)[:3]
