@@ -36,15 +36,22 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=Path("runs/sft_curve"))
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--toolrl", action="store_true",
+                    help="add ToolRL's single-turn SFT rows (85%%; 15%% held out) to the training data; they hold "
+                         "two- to five-call answers and no-call replies, which xLAM's rows lack")
+    ap.add_argument("--init", help="start from this saved model instead of the base model")
     args = ap.parse_args()
 
-    from helpers import data, evaluate, models, runtime, sft
+    from helpers import data, evaluate, models, rewards, runtime, sft
 
     rt = runtime.setup("cpu", seed=args.seed)
-    model, tok = models.load_policy(rt, lora=False)
+    model, tok = models.load_policy(rt, model_id=args.init, lora=False)
     train_rows, val_rows = data.xlam_split(data.load_xlam(), seed=0)
     val = evaluate.sample_rows(val_rows, args.n_val, seed=0)
-    ds, dropped = sft.build_dataset(train_rows, tok, max_length=args.max_length, desc_chars=args.desc_chars)
+    # ToolRL's held-out rows are always scored at the end, so a run without --toolrl is the baseline
+    toolrl_train, toolrl_val = data.xlam_split(data.toolrl_rows(data.load_toolrl_sft()), val_fraction=0.15, seed=0)
+    ds, dropped = sft.build_dataset(train_rows + (toolrl_train if args.toolrl else []), tok,
+                                    max_length=args.max_length, desc_chars=args.desc_chars)
     print(f"{len(ds)} training examples ({dropped} longer than {args.max_length} tokens left out); "
           f"{len(val)} validation rows", flush=True)
     gen = dict(max_new_tokens=args.max_new_tokens, batch_size=8)
@@ -52,15 +59,31 @@ def main() -> None:
     m0 = time.perf_counter()
     curve = [{"step": 0, **score(model.eval()), "seconds": round(time.perf_counter() - m0, 1)}]
     print(json.dumps(curve[0]), flush=True)
-    model.train()
-    points = sft.validation_curve(score, args.eval_every)
-    cfg = sft.sft_config(rt, args.out / "checkpoints", max_steps=args.steps, learning_rate=args.lr, batch_size=args.batch,
-                         max_length=args.max_length, save_steps=10**9, seed=args.seed)
+    train_seconds = 0.0
+    if args.steps > 0:
+        model.train()
+        points = sft.validation_curve(score, args.eval_every)
+        cfg = sft.sft_config(rt, args.out / "checkpoints", max_steps=args.steps, learning_rate=args.lr,
+                             batch_size=args.batch, max_length=args.max_length, save_steps=10**9, seed=args.seed)
+        t0 = time.perf_counter()
+        trainer = sft.train(model, tok, ds, cfg, resume=False, callbacks=[points])
+        train_seconds = time.perf_counter() - t0 - points.eval_seconds
+        curve += points.points
+        model = trainer.model.eval()
+
+    # held-out ToolRL rows: exact on the rows that call (room for their longest answer), and on the
+    # no-call rows the share answered without a call (binary_reward's rule for a [] ground truth)
     t0 = time.perf_counter()
-    trainer = sft.train(model, tok, ds, cfg, resume=False, callbacks=[points])
-    train_seconds = time.perf_counter() - t0 - points.eval_seconds
-    curve += points.points
-    model = trainer.model.eval()
+    budget = max(rewards.answer_tokens(r["ground_truth"], tok) for r in toolrl_val if r["ground_truth"])
+    recs, _ = evaluate.evaluate_tool_calls(model, tok, toolrl_val, desc_chars=args.desc_chars,
+                                           max_new_tokens=budget, batch_size=8)
+    kinds = {"call": [r for r, v in zip(recs, toolrl_val) if v["ground_truth"]],
+             "multi_call": [r for r, v in zip(recs, toolrl_val) if len(v["ground_truth"]) > 1],
+             "no_call": [r for r, v in zip(recs, toolrl_val) if not v["ground_truth"]]}
+    toolrl = {f"{k}_exact": round(sum(r["exact"] for r in rs) / len(rs), 4) for k, rs in kinds.items() if rs}
+    toolrl.update({f"{k}_n": len(rs) for k, rs in kinds.items()}, budget=budget,
+                  seconds=round(time.perf_counter() - t0, 1))
+    print("ToolRL held out:", json.dumps(toolrl), flush=True)
 
     t0 = time.perf_counter()
     bfcl = {c: evaluate.sample_rows(data.load_bfcl(c), args.n_bfcl if c == "simple" else max(1, args.n_bfcl // 4), seed=0)
@@ -69,7 +92,8 @@ def main() -> None:
     records, summary = evaluate.evaluate_bfcl(model, tok, bfcl, desc_chars=args.desc_chars, fmt="json", model_tag="final",
                                         **dict(gen, max_new_tokens=None))
     result = {"steps": args.steps, "lr": args.lr, "batch": args.batch, "max_length": args.max_length,
-              "desc_chars": args.desc_chars, "train_examples": len(ds), "curve": curve,
+              "desc_chars": args.desc_chars, "toolrl": args.toolrl, "init": args.init,
+              "train_examples": len(ds), "curve": curve, "toolrl_val": toolrl,
               "train_seconds": round(train_seconds, 1), "bfcl_seconds": round(time.perf_counter() - t0, 1),
               "bfcl_n": {c: len(r) for c, r in bfcl.items()}, "bfcl": summary,
               # what the failures are, per category: says whether more steps, more tokens or more data would help

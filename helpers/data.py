@@ -539,6 +539,65 @@ def load_toolrl_sft(download: bool | None = None) -> list[dict]:
     return [{"instruction": r["instruction"], "input": r["input"], "output": r["output"]} for r in rows]
 
 
+TOOLRL_TOOL_RE = re.compile(r"^\d+\. Name: (.*?)\nDescription: (.*?)\nParameters: (.*?)$(?=\n\d+\. Name: |\Z)", re.S | re.M)
+TOOLRL_TAG_RE = {tag: re.compile(rf"<{tag}>(.*?)</{tag}>", re.S) for tag in ("user", "tool_call", "response")}
+
+
+def toolrl_tools(instruction: str) -> list[dict] | None:
+    """The tool list of a ToolRL system prompt ("1. Name: ...\\nDescription: ...\\nParameters: {json}")
+    as normalised tools (normalize_xlam_tool); None when the list does not parse. ToolRL writes
+    "default": "" for parameters that have no default; that empty default is dropped (it is no
+    value), and no parameter is marked required, since the prompt does not say which are."""
+    block = instruction.split("**Available Tools**", 1)[-1].split("\n\n**", 1)[0]
+    tools = []
+    for name, desc, params in TOOLRL_TOOL_RE.findall(block):
+        try:
+            params = json.loads(params.strip())
+        except json.JSONDecodeError:
+            return None
+        if not isinstance(params, dict) or not all(isinstance(v, dict) for v in params.values()):
+            return None
+        params = {k: {f: x for f, x in v.items() if not (f == "default" and x == "")} for k, v in params.items()}
+        tool = normalize_xlam_tool({"name": name.strip(), "description": desc.strip(), "parameters": params})
+        tool["parameters"]["required"] = []  # ToolRL's prompts do not say which are required: claim none
+        tools.append(tool)
+    return tools or None
+
+
+def toolrl_rows(rows: list[dict]) -> list[dict]:
+    """ToolRL SFT rows as xLAM-style rows {"id", "messages", "tools", "ground_truth", "answer_text"}.
+
+    Kept: single-turn rows (one <user> turn, no earlier calls or tool feedback) whose tools and calls
+    parse and whose calls name listed tools. ground_truth is the <tool_call> block's calls ([] when the row only answers in <response>,
+    e.g. asking for a missing argument: a no-call example); answer_text the <response> text. The
+    R1-distilled <think> is dropped: our cpu model is trained to answer with calls directly.
+    """
+    out = []
+    for i, row in enumerate(rows):
+        users = TOOLRL_TAG_RE["user"].findall(row["input"])
+        if len(users) != 1 or any(t in row["input"] for t in ("<assistant>", "<tool_call>", "<obs>", "<response>")):
+            continue
+        tools = toolrl_tools(row["instruction"])
+        blocks = TOOLRL_TAG_RE["tool_call"].findall(row["output"])
+        responses = TOOLRL_TAG_RE["response"].findall(row["output"])
+        calls = []
+        try:
+            for line in "\n".join(blocks).splitlines():
+                if line.strip():
+                    c = json.loads(line)
+                    calls.append({"name": c["name"], "arguments": c.get("parameters", c.get("arguments", {}))})
+        except (json.JSONDecodeError, KeyError, TypeError):
+            continue
+        if tools is None or not (calls or responses) or not all(isinstance(c["arguments"], dict) for c in calls):
+            continue
+        if any(c["name"] not in {t["name"] for t in tools} for c in calls):
+            continue  # a call to an unlisted tool would teach the model to invent tools
+        out.append({"id": f"toolrl-{i}", "messages": [{"role": "user", "content": users[0].strip()}],
+                    "tools": tools, "ground_truth": calls,
+                    "answer_text": responses[0].strip() if responses and not calls else None})
+    return out
+
+
 def load_toolrl_test(download: bool | None = None) -> list[dict]:
     """ToolRL's 80-row RL test split (veRL format): {"data_source", "prompt": [system, user messages],
     "ability", "reward_model": {"style", "ground_truth"}, "extra_info"} as plain Python objects."""

@@ -29,11 +29,15 @@ TOOL_DESC_CHARS = {"cpu": 80, "gpu": None}   # see models.shorten_tools
 
 
 def tool_call_example(row: dict, tokenizer, *, desc_chars: int | None = None, shots: list[dict] | None = None) -> dict:
-    """One xLAM row as {"prompt": text, "completion": text}. The completion has no end-of-turn
+    """One xLAM-style row as {"prompt": text, "completion": text}. The completion has no end-of-turn
     token: SFTTrainer appends the tokenizer's EOS (<|im_end|>), which is where generation must stop."""
     tools = models.shorten_tools(row["tools"], desc_chars)
     prompt = models.render_prompt(tokenizer, models.build_messages(row["messages"], shots=shots), tools)
-    return {"prompt": prompt, "completion": rewards.render_tool_calls(row["ground_truth"]), "id": row["id"]}
+    # a row that answers without calling (ground truth []) is trained on its reply text
+    target = rewards.render_tool_calls(row["ground_truth"]) if row["ground_truth"] else (row.get("answer_text") or "")
+    if not target:
+        raise ValueError(f"row {row.get('id')!r} has neither calls nor a reply text to train on")
+    return {"prompt": prompt, "completion": target, "id": row["id"]}
 
 
 def fits(example: dict, tokenizer, max_length: int) -> bool:

@@ -312,6 +312,66 @@ def test_toolrl(real_data):
     json.dumps(test)  # plain Python objects, no numpy arrays
 
 
+TOOLRL_INSTRUCTION = """You are a helpful assistant.
+
+**Available Tools**
+In your response, you can use the following tools:
+1. Name: Get Weather
+Description: Weather for a city.
+Parameters: {"city": {"description": "City name", "type": "str", "default": ""}, "units": {"description": "Units", "type": "str", "default": "metric"}}
+2. Name: add
+Description: Adds two numbers.
+Parameters: {"a": {"description": "first", "type": "int", "default": ""}, "b": {"description": "second", "type": "float, optional", "default": ""}}
+
+**Steps for Each Turn**
+1. Think."""
+
+
+def _toolrl_row(inp, out, instruction=TOOLRL_INSTRUCTION):
+    return {"instruction": instruction, "input": inp, "output": out}
+
+
+def test_toolrl_rows_parse_tools_calls_and_replies():
+    rows = D.toolrl_rows([
+        _toolrl_row("**Dialogue Records History**\n<user> Weather in Oslo and 2+3? </user>",
+                    '<think> two calls </think>\n<tool_call>\n{"name": "Get Weather", "parameters": {"city": "Oslo"}}\n'
+                    '{"name": "add", "parameters": {"a": 2, "b": 3}}\n</tool_call>'),
+        _toolrl_row("**Dialogue Records History**\n<user> Weather? </user>",
+                    "<think> no city </think>\n<response> Which city? </response>"),
+        # multi-turn history, broken call JSON, no tool list, nothing to learn, an unlisted tool: all left out
+        _toolrl_row("<user> hi </user>\n<assistant> hello </assistant>\n<user> weather? </user>", "<response> x </response>"),
+        _toolrl_row("<user> add </user>", '<tool_call>\n{"name": "add", "parameters": {"a": 1\n</tool_call>'),
+        _toolrl_row("<user> add </user>", "<response> x </response>", instruction="no tools here"),
+        _toolrl_row("<user> add </user>", "<think> hmm </think>"),
+        _toolrl_row("<user> add </user>", '<tool_call>\n{"name": "mul", "parameters": {"a": 1}}\n</tool_call>'),
+    ])
+    assert [r["id"] for r in rows] == ["toolrl-0", "toolrl-1"]
+    calls, reply = rows
+    assert calls["messages"] == [{"role": "user", "content": "Weather in Oslo and 2+3?"}]
+    assert calls["ground_truth"] == [{"name": "Get Weather", "arguments": {"city": "Oslo"}},
+                                     {"name": "add", "arguments": {"a": 2, "b": 3}}]
+    assert calls["answer_text"] is None
+    weather, add = calls["tools"]
+    assert weather["name"] == "Get Weather" and weather["description"] == "Weather for a city."
+    assert weather["parameters"]["properties"]["city"] == {"type": "string", "description": "City name"}  # "" is no default
+    assert weather["parameters"]["properties"]["units"]["default"] == "metric"
+    assert add["parameters"]["properties"]["b"]["type"] == "number"
+    assert weather["parameters"]["required"] == add["parameters"]["required"] == []
+    assert reply["ground_truth"] == [] and reply["answer_text"] == "Which city?"
+
+
+def test_toolrl_rows_real(real_data):
+    rows = D.toolrl_rows(D.load_toolrl_sft())
+    assert 300 <= len(rows) <= 400
+    counts = [len(r["ground_truth"]) for r in rows]
+    assert counts.count(0) > 10 and sum(c > 1 for c in counts) > 100  # what xLAM's rows lack
+    for r in rows:
+        names = {t["name"] for t in r["tools"]}
+        assert all(isinstance(c["arguments"], dict) for c in r["ground_truth"])
+        assert r["ground_truth"] or r["answer_text"]
+        assert all(c["name"] in names for c in r["ground_truth"])
+
+
 def test_wayuunaiki_dev(real_data):
     rows = D.load_wayuunaiki("dev")
     assert len(rows) == 6635

@@ -25,6 +25,17 @@ def test_prompt_plus_completion_is_the_chat_template_rendering(tok, rows):
         assert rewards.sim_reward(ex["completion"], row["ground_truth"], row["tools"]) == 1.0
 
 
+def test_a_no_call_row_trains_on_its_reply(tok, rows):
+    row = dict(rows[0], ground_truth=[], answer_text="Which city do you mean?")
+    ex = sft.tool_call_example(row, tok)
+    conversation = models.build_messages(row["messages"]) + [{"role": "assistant", "content": row["answer_text"]}]
+    rendered = tok.apply_chat_template(conversation, tools=models.as_chat_tools(row["tools"]), tokenize=False)
+    assert rendered == ex["prompt"] + ex["completion"] + tok.eos_token + "\n"
+    assert rewards.binary_reward(ex["completion"], [], row["tools"]) == 1.0
+    with pytest.raises(ValueError, match="neither calls nor a reply"):
+        sft.tool_call_example(dict(row, answer_text=None), tok)
+
+
 def test_shortened_tools_keep_what_scoring_needs(rows):
     for row in rows:
         short = models.shorten_tools(row["tools"], 20)
