@@ -39,6 +39,11 @@ def main() -> None:
     ap.add_argument("--toolrl", action="store_true",
                     help="add ToolRL's single-turn SFT rows (85%%; 15%% held out) to the training data; they hold "
                          "two- to five-call answers and no-call replies, which xLAM's rows lack")
+    ap.add_argument("--negatives", type=int, default=0,
+                    help="add this many no-call negatives (a training question with another row's tools, "
+                         "data.no_call_negatives) to the training data")
+    ap.add_argument("--n-val-negatives", type=int, default=24,
+                    help="no-call negatives built from validation rows, scored at the end of every run")
     ap.add_argument("--init", help="start from this saved model instead of the base model")
     args = ap.parse_args()
 
@@ -50,7 +55,9 @@ def main() -> None:
     val = evaluate.sample_rows(val_rows, args.n_val, seed=0)
     # ToolRL's held-out rows are always scored at the end, so a run without --toolrl is the baseline
     toolrl_train, toolrl_val = data.xlam_split(data.toolrl_rows(data.load_toolrl_sft()), val_fraction=0.15, seed=0)
-    ds, dropped = sft.build_dataset(train_rows + (toolrl_train if args.toolrl else []), tok,
+    negatives = data.no_call_negatives(train_rows, args.negatives, seed=args.seed)
+    val_negatives = data.no_call_negatives(val_rows, args.n_val_negatives, seed=0)   # validation questions and tools only
+    ds, dropped = sft.build_dataset(train_rows + (toolrl_train if args.toolrl else []) + negatives, tok,
                                     max_length=args.max_length, desc_chars=args.desc_chars)
     print(f"{len(ds)} training examples ({dropped} longer than {args.max_length} tokens left out); "
           f"{len(val)} validation rows", flush=True)
@@ -84,6 +91,10 @@ def main() -> None:
     toolrl.update({f"{k}_n": len(rs) for k, rs in kinds.items()}, budget=budget,
                   seconds=round(time.perf_counter() - t0, 1))
     print("ToolRL held out:", json.dumps(toolrl), flush=True)
+    # validation negatives: the share answered without a call
+    recs, _ = evaluate.evaluate_tool_calls(model, tok, val_negatives, desc_chars=args.desc_chars, **gen)
+    no_call_val = {"no_call_exact": round(sum(r["exact"] for r in recs) / max(1, len(recs)), 4), "n": len(recs)}
+    print("xLAM validation negatives:", json.dumps(no_call_val), flush=True)
 
     t0 = time.perf_counter()
     bfcl = {c: evaluate.sample_rows(data.load_bfcl(c), args.n_bfcl if c == "simple" else max(1, args.n_bfcl // 4), seed=0)
@@ -92,8 +103,8 @@ def main() -> None:
     records, summary = evaluate.evaluate_bfcl(model, tok, bfcl, desc_chars=args.desc_chars, fmt="json", model_tag="final",
                                         **dict(gen, max_new_tokens=None))
     result = {"steps": args.steps, "lr": args.lr, "batch": args.batch, "max_length": args.max_length,
-              "desc_chars": args.desc_chars, "toolrl": args.toolrl, "init": args.init,
-              "train_examples": len(ds), "curve": curve, "toolrl_val": toolrl,
+              "desc_chars": args.desc_chars, "toolrl": args.toolrl, "negatives": len(negatives), "init": args.init,
+              "train_examples": len(ds), "curve": curve, "toolrl_val": toolrl, "no_call_val": no_call_val,
               "train_seconds": round(train_seconds, 1), "bfcl_seconds": round(time.perf_counter() - t0, 1),
               "bfcl_n": {c: len(r) for c, r in bfcl.items()}, "bfcl": summary,
               # what the failures are, per category: says whether more steps, more tokens or more data would help

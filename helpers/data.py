@@ -525,6 +525,40 @@ def xlam_split(rows: list[dict], val_fraction: float = 0.1, seed: int = 0) -> tu
     return train, val
 
 
+NO_CALL_REPLY = "None of the available tools can do this, so I cannot make a call for this request."
+
+
+def no_call_negatives(rows: list[dict], n: int, seed: int = 0, reply: str = NO_CALL_REPLY) -> list[dict]:
+    """Up to ``n`` rows whose right answer is no call: a row's question paired with another row's tools.
+
+    Every xLAM row calls a tool, so SFT on them alone teaches a model to call whatever it is asked
+    (BFCL irrelevance falls as training goes on). A negative keeps row i's messages, takes the tools of a
+    row j that shares no tool name with row i, and answers with ``reply`` (ground truth [], which the
+    rewards score as right only when the model makes no call). Disjoint names are a proxy for "cannot
+    answer": two differently named tools can still overlap in what they do, so a few negatives may be
+    wrong. Build train negatives from train rows and validation negatives from validation rows, so no
+    question or tool list crosses the split. Deterministic in (rows, n, seed).
+    """
+    if n < 0:
+        raise ValueError(f"n must be >= 0, got {n}")
+    import random
+
+    rng = random.Random(seed)
+    order = list(range(len(rows)))
+    rng.shuffle(order)
+    names = [{t["name"] for t in r["tools"]} for r in rows]
+    out = []
+    for i in order:
+        if len(out) >= n:
+            break
+        for j in rng.sample(range(len(rows)), k=min(len(rows), 20)):  # a few tries; most pairs are disjoint
+            if j != i and rows[j]["tools"] and not names[i] & names[j]:
+                out.append({"id": f"{rows[i]['id']}~no-call~{rows[j]['id']}", "messages": rows[i]["messages"],
+                            "tools": rows[j]["tools"], "ground_truth": [], "answer_text": reply})
+                break
+    return out
+
+
 # -----------------------------------------------------------------------------
 # ToolRL
 

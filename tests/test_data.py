@@ -298,6 +298,46 @@ def test_xlam_split_edges():
         D.xlam_split(rows, val_fraction=1.5)
 
 
+def _tool_row(i, names):
+    return {"id": f"r{i}", "messages": [{"role": "user", "content": f"question {i}"}],
+            "tools": [{"name": n, "description": "", "parameters": {}} for n in names], "ground_truth": [{"name": names[0], "arguments": {}}]}
+
+
+def test_no_call_negatives_pair_questions_with_foreign_tools():
+    rows = [_tool_row(i, [f"t{i % 3}", "shared" if i % 2 else f"u{i}"]) for i in range(30)]
+    negs = D.no_call_negatives(rows, 12, seed=0)
+    assert len(negs) == 12
+    by_id = {r["id"]: r for r in rows}
+    for neg in negs:
+        q_id, _, t_id = neg["id"].partition("~no-call~")
+        src, donor = by_id[q_id], by_id[t_id]
+        assert q_id != t_id and neg["messages"] == src["messages"] and neg["tools"] == donor["tools"]
+        assert not {t["name"] for t in src["tools"]} & {t["name"] for t in neg["tools"]}
+        assert neg["ground_truth"] == [] and neg["answer_text"] == D.NO_CALL_REPLY
+    assert len({n["id"].partition("~")[0] for n in negs}) == 12  # each question at most once
+    assert negs == D.no_call_negatives(rows, 12, seed=0)
+    assert negs != D.no_call_negatives(rows, 12, seed=1)
+    assert D.no_call_negatives(rows, 0) == []
+    with pytest.raises(ValueError):
+        D.no_call_negatives(rows, -1)
+
+
+def test_no_call_negatives_never_pair_overlapping_tools():
+    # every row shares the tool "common": no negative is possible, whatever n asks for
+    rows = [_tool_row(i, ["common", f"x{i}"]) for i in range(10)]
+    assert D.no_call_negatives(rows, 5) == []
+
+
+def test_no_call_negatives_train_on_reply(real_data):
+    from helpers import models, sft
+    train, _ = D.xlam_split(D.load_xlam(), seed=0)
+    negs = D.no_call_negatives(train, 40, seed=0)
+    assert len(negs) == 40
+    tok = models.load_tokenizer("embedded:SmolLM2-135M-Instruct")
+    ex = sft.tool_call_example(negs[0], tok, desc_chars=80)
+    assert ex["completion"] == D.NO_CALL_REPLY and "<tool_call>" not in ex["completion"]
+
+
 def test_toolrl(real_data):
     sft = D.load_toolrl_sft()
     assert len(sft) == 400
