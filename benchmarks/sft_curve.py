@@ -54,7 +54,7 @@ def main() -> None:
     train_rows, val_rows = data.xlam_split(data.load_xlam(), seed=0)
     val = evaluate.sample_rows(val_rows, args.n_val, seed=0)
     # ToolRL's held-out rows are always scored at the end, so a run without --toolrl is the baseline
-    toolrl_train, toolrl_val = data.xlam_split(data.toolrl_rows(data.load_toolrl_sft()), val_fraction=0.15, seed=0)
+    toolrl_train, toolrl_val = data.toolrl_split()
     negatives = data.no_call_negatives(train_rows, args.negatives, seed=args.seed)
     val_negatives = data.no_call_negatives(val_rows, args.n_val_negatives, seed=0)   # validation questions and tools only
     ds, dropped = sft.build_dataset(train_rows + (toolrl_train if args.toolrl else []) + negatives, tok,
@@ -92,8 +92,8 @@ def main() -> None:
                   seconds=round(time.perf_counter() - t0, 1))
     print("ToolRL held out:", json.dumps(toolrl), flush=True)
     # validation negatives: the share answered without a call
-    recs, _ = evaluate.evaluate_tool_calls(model, tok, val_negatives, desc_chars=args.desc_chars, **gen)
-    no_call_val = {"no_call_exact": round(sum(r["exact"] for r in recs) / max(1, len(recs)), 4), "n": len(recs)}
+    _, neg = evaluate.evaluate_tool_calls(model, tok, val_negatives, desc_chars=args.desc_chars, **gen)
+    no_call_val = {"no_call_exact": round(neg.get("exact", 0.0), 4), "n": neg["n"]}
     print("xLAM validation negatives:", json.dumps(no_call_val), flush=True)
 
     t0 = time.perf_counter()

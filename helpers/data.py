@@ -20,6 +20,7 @@ import hashlib
 import http.client
 import json
 import os
+import random
 import re
 import sys
 import tempfile
@@ -541,8 +542,6 @@ def no_call_negatives(rows: list[dict], n: int, seed: int = 0, reply: str = NO_C
     """
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
-    import random
-
     rng = random.Random(seed)
     order = list(range(len(rows)))
     rng.shuffle(order)
@@ -630,6 +629,14 @@ def toolrl_rows(rows: list[dict]) -> list[dict]:
                     "tools": tools, "ground_truth": calls,
                     "answer_text": responses[0].strip() if responses and not calls else None})
     return out
+
+
+TOOLRL_VAL_FRACTION = 0.15  # ToolRL's held-out share: scored, never trained on
+
+
+def toolrl_split(download: bool | None = None) -> tuple[list[dict], list[dict]]:
+    """(train, held-out) ToolRL SFT rows as xLAM-style rows: one split for every notebook and benchmark."""
+    return xlam_split(toolrl_rows(load_toolrl_sft(download)), val_fraction=TOOLRL_VAL_FRACTION, seed=0)
 
 
 def load_toolrl_test(download: bool | None = None) -> list[dict]:
