@@ -726,6 +726,42 @@ def bfcl_summary(records, categories):
     return summary
 
 
+# What BFCL's error types mean, for the tables a reader sees (the strings themselves are BFCL's).
+ERROR_GLOSS = {
+    "decoder_failed": "no call could be decoded from the text",
+    "decoder_wrong_output_format": "decoded, but not a list of calls",
+    "irrelevance_error:decoder_success": "called a function where none fits",
+    "simple_function_checker:wrong_func_name": "wrong function",
+    "simple_function_checker:wrong_count": "not exactly one call (prose decodes to none)",
+    "multiple_function_checker:wrong_count": "not exactly one call (prose decodes to none)",
+    "parallel_function_checker_no_order:wrong_count": "wrong number of calls",
+    "parallel_function_checker_no_order:cannot_find_match": "some call matches no expected call",
+    "simple_function_checker:missing_required": "a required argument left out",
+    "simple_function_checker:missing_optional": "an optional argument the answer expects left out",
+    "simple_function_checker:unexpected_param": "an argument the function does not have",
+    "value_error:string": "a string argument with a wrong value",
+    "value_error:others": "a number or other argument with a wrong value",
+    "type_error:simple": "an argument of the wrong type",
+}
+
+
+def error_breakdown(records):
+    """Why answers fail: per category, how many records have each BFCL error_type ("correct" for valid
+    ones), most frequent first -> [{"category", "error_type", "count", "share", "meaning"}]. `share` is of
+    the category's records, so a category's shares sum to 1."""
+    rows = []
+    for category in dict.fromkeys(r["category"] for r in records):
+        rs = [r for r in records if r["category"] == category]
+        counts = {}
+        for r in rs:
+            key = "correct" if r["valid"] else (r.get("error_type") or "unknown")
+            counts[key] = counts.get(key, 0) + 1
+        for key, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
+            rows.append({"category": category, "error_type": key, "count": n, "share": n / len(rs),
+                         "meaning": "" if key == "correct" else ERROR_GLOSS.get(key, "")})
+    return rows
+
+
 def bfcl_budget(category, max_new_tokens=None):
     """New tokens for one category: BFCL_MAX_NEW_TOKENS's when `max_new_tokens` is None, a number as given
     (the same for every category: smoke runs), or a {category: number} dict falling back on the table."""

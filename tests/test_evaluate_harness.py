@@ -48,6 +48,11 @@ def test_bfcl_scores_and_cache(scripted, tmp_path):
     assert records[0]["sim"] == 1.0 and 0 <= records[1]["sim"] < 1 and records[2]["sim"] == 0.0
     assert records[2]["error_type"] == "simple_function_checker:wrong_count"  # prose decodes to no call at all
     assert len(calls) == 1
+    # why they fail, per category: most frequent first, shares of the category's records
+    breakdown = evaluate.error_breakdown(records)
+    assert breakdown[0]["error_type"] == "simple_function_checker:wrong_count" and breakdown[0]["count"] == 2
+    assert {b["error_type"]: b["count"] for b in breakdown}["correct"] == 1
+    assert sum(b["share"] for b in breakdown) == pytest.approx(1.0) and breakdown[0]["meaning"]
     # a rerun only scores: nothing is generated again
     records2, summary2 = evaluate.evaluate_bfcl(TINY, tok, {"simple": rows}, cache_path=str(cache), model_tag="scripted")
     assert len(calls) == 1 and summary2 == summary
@@ -59,6 +64,21 @@ def test_bfcl_scores_and_cache(scripted, tmp_path):
     assert len(calls) == 2
     evaluate.evaluate_bfcl(TINY, tok, {"simple": rows}, cache_path=str(cache), model_tag="scripted", max_new_tokens=7)
     assert len(calls) == 3
+
+
+def test_error_breakdown_per_category():
+    records = [{"category": "simple", "valid": True, "error_type": None},
+               {"category": "simple", "valid": False, "error_type": "value_error:string"},
+               {"category": "simple", "valid": False, "error_type": "value_error:string"},
+               {"category": "irrelevance", "valid": False, "error_type": "irrelevance_error:decoder_success"},
+               {"category": "simple", "valid": False, "error_type": "something_new"}]
+    rows = evaluate.error_breakdown(records)
+    assert [(r["category"], r["error_type"], r["count"]) for r in rows] == [
+        ("simple", "value_error:string", 2), ("simple", "correct", 1), ("simple", "something_new", 1),
+        ("irrelevance", "irrelevance_error:decoder_success", 1)]
+    assert rows[0]["share"] == 0.5 and rows[-1]["share"] == 1.0
+    assert rows[2]["meaning"] == "" and rows[0]["meaning"]
+    assert evaluate.error_breakdown([]) == []
 
 
 def test_truncated_cache_line_is_regenerated(scripted, tmp_path):
