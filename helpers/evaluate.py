@@ -742,6 +742,8 @@ ERROR_GLOSS = {
     "value_error:string": "a string argument with a wrong value",
     "value_error:others": "a number or other argument with a wrong value",
     "type_error:simple": "an argument of the wrong type",
+    "type_error:nested": "a list whose items have the wrong type",
+    "value_error:list/tuple": "a list argument with wrong items",
 }
 
 
