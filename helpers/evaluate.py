@@ -18,6 +18,7 @@ decode, and the checker returns {"valid": False, "error_type": ...}.
 """
 
 import ast
+import collections
 import json
 import os
 import random
@@ -751,17 +752,13 @@ def error_breakdown(records):
     """Why answers fail: per category, how many records have each BFCL error_type ("correct" for valid
     ones), most frequent first -> [{"category", "error_type", "count", "share", "meaning"}]. `share` is of
     the category's records, so a category's shares sum to 1."""
-    rows = []
-    for category in dict.fromkeys(r["category"] for r in records):
-        rs = [r for r in records if r["category"] == category]
-        counts = {}
-        for r in rs:
-            key = "correct" if r["valid"] else (r.get("error_type") or "unknown")
-            counts[key] = counts.get(key, 0) + 1
-        for key, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
-            rows.append({"category": category, "error_type": key, "count": n, "share": n / len(rs),
-                         "meaning": "" if key == "correct" else ERROR_GLOSS.get(key, "")})
-    return rows
+    counts = {}   # category -> Counter of outcomes, categories in order of first appearance
+    for r in records:
+        outcome = "correct" if r["valid"] else (r.get("error_type") or "unknown")
+        counts.setdefault(r["category"], collections.Counter())[outcome] += 1
+    return [{"category": category, "error_type": key, "count": n, "share": n / c.total(),
+             "meaning": "" if key == "correct" else ERROR_GLOSS.get(key, "")}
+            for category, c in counts.items() for key, n in sorted(c.items(), key=lambda kv: (-kv[1], kv[0]))]
 
 
 def bfcl_budget(category, max_new_tokens=None):
