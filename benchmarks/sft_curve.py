@@ -44,6 +44,10 @@ def main() -> None:
                          "data.no_call_negatives) to the training data")
     ap.add_argument("--n-val-negatives", type=int, default=24,
                     help="no-call negatives built from validation rows, scored at the end of every run")
+    ap.add_argument("--fit-tools", action="store_true",
+                    help="make rows longer than --max-length fit by removing uncalled tools (sft.drop_distractors) "
+                         "instead of leaving them out")
+    ap.add_argument("--save", type=Path, help="save the trained model and tokenizer here")
     ap.add_argument("--init", help="start from this saved model instead of the base model")
     args = ap.parse_args()
 
@@ -58,7 +62,8 @@ def main() -> None:
     negatives = data.no_call_negatives(train_rows, args.negatives, seed=args.seed)
     val_negatives = data.no_call_negatives(val_rows, args.n_val_negatives, seed=0)   # validation questions and tools only
     ds, dropped = sft.build_dataset(train_rows + (toolrl_train if args.toolrl else []) + negatives, tok,
-                                    max_length=args.max_length, desc_chars=args.desc_chars)
+                                    max_length=args.max_length, desc_chars=args.desc_chars,
+                                    fit_tools=args.fit_tools)
     print(f"{len(ds)} training examples ({dropped} longer than {args.max_length} tokens left out); "
           f"{len(val)} validation rows", flush=True)
     gen = dict(max_new_tokens=args.max_new_tokens, batch_size=8)
@@ -77,6 +82,9 @@ def main() -> None:
         train_seconds = time.perf_counter() - t0 - points.eval_seconds
         curve += points.points
         model = trainer.model.eval()
+        if args.save:
+            model.save_pretrained(args.save)
+            tok.save_pretrained(args.save)
 
     # held-out ToolRL rows: exact on the rows that call (room for their longest answer), and on the
     # no-call rows the share answered without a call (binary_reward's rule for a [] ground truth)
@@ -103,7 +111,7 @@ def main() -> None:
     records, summary = evaluate.evaluate_bfcl(model, tok, bfcl, desc_chars=args.desc_chars, fmt="json", model_tag="final",
                                         **dict(gen, max_new_tokens=None))
     result = {"steps": args.steps, "lr": args.lr, "batch": args.batch, "max_length": args.max_length,
-              "desc_chars": args.desc_chars, "toolrl": args.toolrl, "negatives": len(negatives), "init": args.init,
+              "desc_chars": args.desc_chars, "fit_tools": args.fit_tools, "toolrl": args.toolrl, "negatives": len(negatives), "init": args.init,
               "train_examples": len(ds), "curve": curve, "toolrl_val": toolrl, "no_call_val": no_call_val,
               "train_seconds": round(train_seconds, 1), "bfcl_seconds": round(time.perf_counter() - t0, 1),
               "bfcl_n": {c: len(r) for c, r in bfcl.items()}, "bfcl": summary,
@@ -114,6 +122,10 @@ def main() -> None:
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=2))
+        # every BFCL completion and its verdict, to read what the failures look like
+        with open(args.json.with_suffix(".bfcl.jsonl"), "w") as f:
+            for r in records:
+                f.write(json.dumps(r, default=str) + "\n")
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ inference see byte-identical prompts. The loss covers the completion only.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -45,13 +46,46 @@ def fits(example: dict, tokenizer, max_length: int) -> bool:
     return n + 1 <= max_length  # +1 for the EOS the trainer appends
 
 
-def build_dataset(rows: list[dict], tokenizer, *, max_length: int, desc_chars: int | None = None):
-    """A datasets.Dataset of prompt/completion text. Rows that do not fit ``max_length`` are dropped
-    rather than truncated: a truncated target teaches the model to stop mid-call."""
+def drop_distractors(row: dict, tokenizer, *, max_length: int, desc_chars: int | None = None) -> dict | None:
+    """``row`` with just enough of its uncalled tools removed that its example fits ``max_length``;
+    the row itself when it fits already, None when even its called tools alone do not fit.
+
+    Why: the rows that do not fit are mostly the ones with many tools (on cpu, 640 tokens: 3-8 tools in
+    the rows left out, 1-2 in most rows kept), and choosing among several tools is what BFCL's
+    "multiple" category asks. Cutting distractors keeps those questions and most of their choice.
+    The longest uncalled tool goes first (fewest tools removed); called tools are never removed, nor a
+    row's last tool (a no-call row keeps one to decline). Caveat: a shortened row has fewer distractors
+    than it was written with, so it is a little easier than the original."""
+    example = tool_call_example(row, tokenizer, desc_chars=desc_chars)
+    if fits(example, tokenizer, max_length):
+        return row
+    called = {c["name"] for c in row["ground_truth"]}
+    tools = list(row["tools"])
+    spare = sorted((t for t in tools if t.get("function", t).get("name") not in called),
+                   key=lambda t: len(json.dumps(t)), reverse=True)
+    for tool in spare:
+        if len(tools) <= 1:
+            break
+        tools.remove(tool)
+        shorter = dict(row, tools=list(tools))
+        if fits(tool_call_example(shorter, tokenizer, desc_chars=desc_chars), tokenizer, max_length):
+            return shorter
+    return None
+
+
+def build_dataset(rows: list[dict], tokenizer, *, max_length: int, desc_chars: int | None = None,
+                  fit_tools: bool = False):
+    """A datasets.Dataset of prompt/completion text and how many rows were left out. Rows that do not
+    fit ``max_length`` are dropped rather than truncated: a truncated target teaches the model to stop
+    mid-call. ``fit_tools``: first try to make a row fit by removing uncalled tools (drop_distractors)."""
     from datasets import Dataset
-    examples = [tool_call_example(r, tokenizer, desc_chars=desc_chars) for r in rows]
-    kept = [e for e in examples if fits(e, tokenizer, max_length)]
-    return Dataset.from_list(kept), len(examples) - len(kept)
+    if fit_tools:
+        fitted = [drop_distractors(r, tokenizer, max_length=max_length, desc_chars=desc_chars) for r in rows]
+        kept = [tool_call_example(r, tokenizer, desc_chars=desc_chars) for r in fitted if r is not None]
+    else:
+        examples = [tool_call_example(r, tokenizer, desc_chars=desc_chars) for r in rows]
+        kept = [e for e in examples if fits(e, tokenizer, max_length)]
+    return Dataset.from_list(kept), len(rows) - len(kept)
 
 
 def sft_config(rt, output_dir, *, max_steps: int, learning_rate: float, batch_size: int, grad_accum: int = 1,

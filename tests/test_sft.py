@@ -1,4 +1,6 @@
 """SFT on tool calls: the examples match the chat template exactly, and training resumes."""
+import json
+
 import pytest
 
 from helpers import data, models, rewards, runtime, sft
@@ -61,6 +63,56 @@ def test_rows_that_do_not_fit_are_dropped_not_truncated(tok, rows):
     assert dropped > 0 and len(ds) + dropped == len(rows)
     for ex in ds:
         assert sft.fits(ex, tok, 300)
+
+
+def _example_tokens(row, tok):
+    ex = sft.tool_call_example(row, tok, desc_chars=80)
+    return len(tok(ex["prompt"] + ex["completion"], add_special_tokens=False)["input_ids"])
+
+
+def test_drop_distractors_removes_uncalled_tools_until_the_row_fits(tok):
+    rows = [r for r in data.load_xlam(download=False)[:200] if len(r["tools"]) >= 3 and len(r["ground_truth"]) == 1][:8]
+    assert rows
+    for row in rows:
+        called = {c["name"] for c in row["ground_truth"]}
+        full = _example_tokens(row, tok)
+        assert sft.drop_distractors(row, tok, max_length=full + 1, desc_chars=80) is row   # fits already: unchanged
+        alone = _example_tokens(dict(row, tools=[t for t in row["tools"] if t["name"] in called]), tok)
+        assert sft.drop_distractors(row, tok, max_length=alone, desc_chars=80) is None      # not even the called tool fits
+        limit = (alone + full) // 2 + 1
+        cut = sft.drop_distractors(row, tok, max_length=limit, desc_chars=80)
+        assert cut is not None and _example_tokens(cut, tok) + 1 <= limit
+        names = [t["name"] for t in cut["tools"]]
+        assert called <= set(names) and len(names) < len(row["tools"])
+        assert names == [t["name"] for t in row["tools"] if t["name"] in names]             # order kept
+        assert cut["ground_truth"] == row["ground_truth"] and cut["messages"] == row["messages"]
+        # longest uncalled tool first, and no more than needed: the last one removed, put back, breaks the limit
+        size = lambda t: len(json.dumps(t))
+        removed = [t for t in row["tools"] if t["name"] not in names]
+        spare = [t for t in cut["tools"] if t["name"] not in called]
+        assert min(map(size, removed)) >= max(map(size, spare), default=0)
+        last = sorted((t for t in row["tools"] if t["name"] not in called), key=size, reverse=True)[len(removed) - 1]
+        back = dict(row, tools=[t for t in row["tools"] if t["name"] in names or t is last])
+        assert _example_tokens(back, tok) + 1 > limit
+
+
+def test_a_no_call_row_keeps_one_tool(tok):
+    row = dict(data.load_xlam(download=False)[0], ground_truth=[], answer_text="I cannot help with that.")
+    assert len(row["tools"]) > 1
+    assert sft.drop_distractors(row, tok, max_length=10, desc_chars=80) is None
+    one = _example_tokens(dict(row, tools=[min(row["tools"], key=lambda t: len(json.dumps(t)))]), tok)
+    cut = sft.drop_distractors(row, tok, max_length=one + 1, desc_chars=80)
+    assert cut is not None and len(cut["tools"]) == 1
+
+
+def test_build_dataset_with_fit_tools_keeps_more_rows(tok):
+    rows = data.load_xlam(download=False)[:40]
+    plain, dropped = sft.build_dataset(rows, tok, max_length=450, desc_chars=80)
+    fitted, dropped_fit = sft.build_dataset(rows, tok, max_length=450, desc_chars=80, fit_tools=True)
+    assert len(fitted) > len(plain) and dropped_fit < dropped
+    assert len(fitted) + dropped_fit == len(rows)
+    assert all(sft.fits(ex, tok, 450) for ex in fitted)
+    assert set(plain["id"]) <= set(fitted["id"])
 
 
 def _tiny_llama(tok):
