@@ -47,6 +47,9 @@ def main() -> None:
     ap.add_argument("--fit-tools", action="store_true",
                     help="make rows longer than --max-length fit by removing uncalled tools (sft.drop_distractors) "
                          "instead of leaving them out")
+    ap.add_argument("--no-start-score", action="store_true", help="skip scoring the model before training")
+    ap.add_argument("--no-held-out", action="store_true",
+                    help="skip ToolRL's held-out rows and the validation negatives at the end")
     ap.add_argument("--save", type=Path, help="save the trained model and tokenizer here")
     ap.add_argument("--init", help="start from this saved model instead of the base model")
     args = ap.parse_args()
@@ -69,8 +72,9 @@ def main() -> None:
     gen = dict(max_new_tokens=args.max_new_tokens, batch_size=8)
     score = lambda m: evaluate.evaluate_tool_calls(m, tok, val, desc_chars=args.desc_chars, **gen)[1]
     m0 = time.perf_counter()
-    curve = [{"step": 0, **score(model.eval()), "seconds": round(time.perf_counter() - m0, 1)}]
-    print(json.dumps(curve[0]), flush=True)
+    curve = [] if args.no_start_score else [{"step": 0, **score(model.eval()), "seconds": round(time.perf_counter() - m0, 1)}]
+    if curve:
+        print(json.dumps(curve[0]), flush=True)
     train_seconds = 0.0
     if args.steps > 0:
         model.train()
@@ -86,26 +90,28 @@ def main() -> None:
             model.save_pretrained(args.save)
             tok.save_pretrained(args.save)
 
-    # held-out ToolRL rows: exact on the rows that call (room for their longest answer), and on the
-    # no-call rows the share answered without a call (binary_reward's rule for a [] ground truth)
-    t0 = time.perf_counter()
-    budget = max(rewards.answer_tokens(r["ground_truth"], tok) for r in toolrl_val if r["ground_truth"])
-    recs, _ = evaluate.evaluate_tool_calls(model, tok, toolrl_val, desc_chars=args.desc_chars,
-                                           max_new_tokens=budget, batch_size=8)
-    kinds = {"call": [r for r, v in zip(recs, toolrl_val) if v["ground_truth"]],
-             "multi_call": [r for r, v in zip(recs, toolrl_val) if len(v["ground_truth"]) > 1],
-             "no_call": [r for r, v in zip(recs, toolrl_val) if not v["ground_truth"]]}
-    toolrl = {f"{k}_exact": round(sum(r["exact"] for r in rs) / len(rs), 4) for k, rs in kinds.items() if rs}
-    toolrl.update({f"{k}_n": len(rs) for k, rs in kinds.items()}, budget=budget,
-                  seconds=round(time.perf_counter() - t0, 1))
-    print("ToolRL held out:", json.dumps(toolrl), flush=True)
-    # validation negatives: the share answered without a call
-    _, neg = evaluate.evaluate_tool_calls(model, tok, val_negatives, desc_chars=args.desc_chars, **gen)
-    no_call_val = {"no_call_exact": round(neg.get("exact", 0.0), 4), "n": neg["n"]}
-    print("xLAM validation negatives:", json.dumps(no_call_val), flush=True)
+    toolrl, no_call_val = None, None
+    if not args.no_held_out:
+        # held-out ToolRL rows: exact on the rows that call (room for their longest answer), and on the
+        # no-call rows the share answered without a call (binary_reward's rule for a [] ground truth)
+        t0 = time.perf_counter()
+        budget = max(rewards.answer_tokens(r["ground_truth"], tok) for r in toolrl_val if r["ground_truth"])
+        recs, _ = evaluate.evaluate_tool_calls(model, tok, toolrl_val, desc_chars=args.desc_chars,
+                                               max_new_tokens=budget, batch_size=8)
+        kinds = {"call": [r for r, v in zip(recs, toolrl_val) if v["ground_truth"]],
+                 "multi_call": [r for r, v in zip(recs, toolrl_val) if len(v["ground_truth"]) > 1],
+                 "no_call": [r for r, v in zip(recs, toolrl_val) if not v["ground_truth"]]}
+        toolrl = {f"{k}_exact": round(sum(r["exact"] for r in rs) / len(rs), 4) for k, rs in kinds.items() if rs}
+        toolrl.update({f"{k}_n": len(rs) for k, rs in kinds.items()}, budget=budget,
+                      seconds=round(time.perf_counter() - t0, 1))
+        print("ToolRL held out:", json.dumps(toolrl), flush=True)
+        # validation negatives: the share answered without a call
+        _, neg = evaluate.evaluate_tool_calls(model, tok, val_negatives, desc_chars=args.desc_chars, **gen)
+        no_call_val = {"no_call_exact": round(neg.get("exact", 0.0), 4), "n": neg["n"]}
+        print("xLAM validation negatives:", json.dumps(no_call_val), flush=True)
 
     t0 = time.perf_counter()
-    bfcl = {c: evaluate.sample_rows(data.load_bfcl(c), args.n_bfcl if c == "simple" else max(1, args.n_bfcl // 4), seed=0)
+    bfcl = {} if args.n_bfcl <= 0 else {c: evaluate.sample_rows(data.load_bfcl(c), args.n_bfcl if c == "simple" else max(1, args.n_bfcl // 4), seed=0)
             for c in CATEGORIES}
     # each category its own new-token budget (evaluate.BFCL_MAX_NEW_TOKENS): parallel answers run past 128 tokens
     records, summary = evaluate.evaluate_bfcl(model, tok, bfcl, desc_chars=args.desc_chars, fmt="json", model_tag="final",
