@@ -46,6 +46,26 @@ def fits(example: dict, tokenizer, max_length: int) -> bool:
     return n + 1 <= max_length  # +1 for the EOS the trainer appends
 
 
+def _fit_by_dropping(row: dict, tokenizer, *, max_length: int, desc_chars: int | None = None):
+    """(row, example) for drop_distractors, so build_dataset need not render the kept row again."""
+    example = tool_call_example(row, tokenizer, desc_chars=desc_chars)
+    if fits(example, tokenizer, max_length):
+        return row, example
+    called = {c["name"] for c in row["ground_truth"]}
+    tools = list(row["tools"])
+    spare = sorted((t for t in tools if t.get("function", t).get("name") not in called),
+                   key=lambda t: len(json.dumps(t)), reverse=True)
+    for tool in spare:
+        if len(tools) <= 1:
+            break
+        tools.remove(tool)
+        shorter = dict(row, tools=list(tools))
+        example = tool_call_example(shorter, tokenizer, desc_chars=desc_chars)
+        if fits(example, tokenizer, max_length):
+            return shorter, example
+    return None, None
+
+
 def drop_distractors(row: dict, tokenizer, *, max_length: int, desc_chars: int | None = None) -> dict | None:
     """``row`` with just enough of its uncalled tools removed that its example fits ``max_length``;
     the row itself when it fits already, None when even its called tools alone do not fit.
@@ -56,21 +76,7 @@ def drop_distractors(row: dict, tokenizer, *, max_length: int, desc_chars: int |
     The longest uncalled tool goes first (fewest tools removed); called tools are never removed, nor a
     row's last tool (a no-call row keeps one to decline). Caveat: a shortened row has fewer distractors
     than it was written with, so it is a little easier than the original."""
-    example = tool_call_example(row, tokenizer, desc_chars=desc_chars)
-    if fits(example, tokenizer, max_length):
-        return row
-    called = {c["name"] for c in row["ground_truth"]}
-    tools = list(row["tools"])
-    spare = sorted((t for t in tools if t.get("function", t).get("name") not in called),
-                   key=lambda t: len(json.dumps(t)), reverse=True)
-    for tool in spare:
-        if len(tools) <= 1:
-            break
-        tools.remove(tool)
-        shorter = dict(row, tools=list(tools))
-        if fits(tool_call_example(shorter, tokenizer, desc_chars=desc_chars), tokenizer, max_length):
-            return shorter
-    return None
+    return _fit_by_dropping(row, tokenizer, max_length=max_length, desc_chars=desc_chars)[0]
 
 
 def build_dataset(rows: list[dict], tokenizer, *, max_length: int, desc_chars: int | None = None,
@@ -80,8 +86,8 @@ def build_dataset(rows: list[dict], tokenizer, *, max_length: int, desc_chars: i
     mid-call. ``fit_tools``: first try to make a row fit by removing uncalled tools (drop_distractors)."""
     from datasets import Dataset
     if fit_tools:
-        fitted = [drop_distractors(r, tokenizer, max_length=max_length, desc_chars=desc_chars) for r in rows]
-        kept = [tool_call_example(r, tokenizer, desc_chars=desc_chars) for r in fitted if r is not None]
+        fitted = (_fit_by_dropping(r, tokenizer, max_length=max_length, desc_chars=desc_chars)[1] for r in rows)
+        kept = [e for e in fitted if e is not None]
     else:
         examples = [tool_call_example(r, tokenizer, desc_chars=desc_chars) for r in rows]
         kept = [e for e in examples if fits(e, tokenizer, max_length)]
