@@ -22,6 +22,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 CATEGORIES = ("simple", "multiple", "parallel", "parallel_multiple", "irrelevance")
 
 
+def _chars(s):
+    """A description length on the command line: a number or 'none' (whole descriptions)."""
+    return None if s == "none" else int(s)
+
+
+def _eval_chars(s):
+    """--eval-desc-chars: a description length, or 'same' (whatever training used)."""
+    return s if s == "same" else _chars(s)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--steps", type=int, default=120)
@@ -29,7 +39,11 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=5e-5)
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--max-length", type=int, default=768)
-    ap.add_argument("--desc-chars", type=int, default=80, help="tool descriptions cut to this many characters")
+    ap.add_argument("--desc-chars", type=_chars, default=80,
+                    help="tool descriptions cut to this many characters in training and scoring ('none': whole)")
+    ap.add_argument("--eval-desc-chars", type=_eval_chars, default="same",
+                    help="descriptions for scoring only (default: --desc-chars); to score a model trained on "
+                         "cut descriptions with whole ones")
     ap.add_argument("--n-val", type=int, default=32, help="xLAM validation rows per evaluation")
     ap.add_argument("--n-bfcl", type=int, default=100, help="BFCL v3 simple questions at the end (others: a quarter)")
     ap.add_argument("--max-new-tokens", type=int, default=96)
@@ -55,6 +69,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from helpers import data, evaluate, models, rewards, runtime, sft
+    eval_chars = args.desc_chars if args.eval_desc_chars == "same" else args.eval_desc_chars
 
     rt = runtime.setup("cpu", seed=args.seed)
     model, tok = models.load_policy(rt, model_id=args.init, lora=False)
@@ -70,7 +85,7 @@ def main() -> None:
     print(f"{len(ds)} training examples ({dropped} longer than {args.max_length} tokens left out); "
           f"{len(val)} validation rows", flush=True)
     gen = dict(max_new_tokens=args.max_new_tokens, batch_size=8)
-    score = lambda m: evaluate.evaluate_tool_calls(m, tok, val, desc_chars=args.desc_chars, **gen)[1]
+    score = lambda m: evaluate.evaluate_tool_calls(m, tok, val, desc_chars=eval_chars, **gen)[1]
     m0 = time.perf_counter()
     curve = [] if args.no_start_score else [{"step": 0, **score(model.eval()), "seconds": round(time.perf_counter() - m0, 1)}]
     if curve:
@@ -96,7 +111,7 @@ def main() -> None:
         # no-call rows the share answered without a call (binary_reward's rule for a [] ground truth)
         t0 = time.perf_counter()
         budget = max(rewards.answer_tokens(r["ground_truth"], tok) for r in toolrl_val if r["ground_truth"])
-        recs, _ = evaluate.evaluate_tool_calls(model, tok, toolrl_val, desc_chars=args.desc_chars,
+        recs, _ = evaluate.evaluate_tool_calls(model, tok, toolrl_val, desc_chars=eval_chars,
                                                max_new_tokens=budget, batch_size=8)
         kinds = {"call": [r for r, v in zip(recs, toolrl_val) if v["ground_truth"]],
                  "multi_call": [r for r, v in zip(recs, toolrl_val) if len(v["ground_truth"]) > 1],
@@ -106,7 +121,7 @@ def main() -> None:
                       seconds=round(time.perf_counter() - t0, 1))
         print("ToolRL held out:", json.dumps(toolrl), flush=True)
         # validation negatives: the share answered without a call
-        _, neg = evaluate.evaluate_tool_calls(model, tok, val_negatives, desc_chars=args.desc_chars, **gen)
+        _, neg = evaluate.evaluate_tool_calls(model, tok, val_negatives, desc_chars=eval_chars, **gen)
         no_call_val = {"no_call_exact": round(neg.get("exact", 0.0), 4), "n": neg["n"]}
         print("xLAM validation negatives:", json.dumps(no_call_val), flush=True)
 
@@ -114,10 +129,10 @@ def main() -> None:
     bfcl = {} if args.n_bfcl <= 0 else {c: evaluate.sample_rows(data.load_bfcl(c), args.n_bfcl if c == "simple" else max(1, args.n_bfcl // 4), seed=0)
             for c in CATEGORIES}
     # each category its own new-token budget (evaluate.BFCL_MAX_NEW_TOKENS): parallel answers run past 128 tokens
-    records, summary = evaluate.evaluate_bfcl(model, tok, bfcl, desc_chars=args.desc_chars, fmt="json", model_tag="final",
+    records, summary = evaluate.evaluate_bfcl(model, tok, bfcl, desc_chars=eval_chars, fmt="json", model_tag="final",
                                         **dict(gen, max_new_tokens=None))
     result = {"steps": args.steps, "lr": args.lr, "batch": args.batch, "max_length": args.max_length,
-              "desc_chars": args.desc_chars, "fit_tools": args.fit_tools, "toolrl": args.toolrl, "negatives": len(negatives), "init": args.init,
+              "desc_chars": args.desc_chars, "eval_desc_chars": eval_chars, "fit_tools": args.fit_tools, "toolrl": args.toolrl, "negatives": len(negatives), "init": args.init,
               "train_examples": len(ds), "curve": curve, "toolrl_val": toolrl, "no_call_val": no_call_val,
               "train_seconds": round(train_seconds, 1), "bfcl_seconds": round(time.perf_counter() - t0, 1),
               "bfcl_n": {c: len(r) for c, r in bfcl.items()}, "bfcl": summary,
