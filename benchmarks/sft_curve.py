@@ -66,13 +66,15 @@ def main() -> None:
                     help="skip ToolRL's held-out rows and the validation negatives at the end")
     ap.add_argument("--save", type=Path, help="save the trained model and tokenizer here")
     ap.add_argument("--init", help="start from this saved model instead of the base model")
+    ap.add_argument("--tokenizer", help="load the tokenizer from here (default: --init, else the base model); "
+                                        "a model folder a notebook saved has none: give the base model's id")
     args = ap.parse_args()
 
     from helpers import data, evaluate, models, rewards, runtime, sft
     eval_chars = args.desc_chars if args.eval_desc_chars == "same" else args.eval_desc_chars
 
     rt = runtime.setup("cpu", seed=args.seed)
-    model, tok = models.load_policy(rt, model_id=args.init, lora=False)
+    model, tok = models.load_policy(rt, model_id=args.init, lora=False, tokenizer_id=args.tokenizer)
     train_rows, val_rows = data.xlam_split(data.load_xlam(), seed=0)
     val = evaluate.sample_rows(val_rows, args.n_val, seed=0)
     # ToolRL's held-out rows are always scored at the end, so a run without --toolrl is the baseline

@@ -187,9 +187,19 @@ def ensure_tool_template(tokenizer) -> bool:
     return True
 
 
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
+
+
 def load_tokenizer(model_id: str):
     from transformers import AutoTokenizer
     source = resolve_model_dir(model_id)
+    # The workbook saves trained models without a tokenizer (every one shares its profile's); without this
+    # check such a folder fails deep in transformers with a message about sentencepiece.
+    folder = Path(source)
+    if folder.is_dir() and not any((folder / f).is_file() for f in TOKENIZER_FILES):
+        raise ModelUnavailableError(
+            f"{folder} holds no tokenizer (none of {', '.join(TOKENIZER_FILES)}); models a notebook saves share "
+            f"their profile's tokenizer: load it from the profile's policy id (rt.models['policy'])")
     tok = AutoTokenizer.from_pretrained(source) if isinstance(source, Path) else _from_pretrained(AutoTokenizer, source)
     ensure_tool_template(tok)
     if tok.pad_token is None:
@@ -435,12 +445,13 @@ def cast_trainable_to_fp32(model) -> int:
 
 
 def load_policy(rt, *, model_id: str | None = None, lora: bool = True, four_bit: bool | None = None,
-                gradient_checkpointing: bool = False):
+                gradient_checkpointing: bool = False, tokenizer_id: str | None = None):
     """The RL policy and its tokenizer for the active profile.
-    gpu: 4-bit nf4 + LoRA by default; cpu: dense fp32 (+ LoRA unless lora=False)."""
+    gpu: 4-bit nf4 + LoRA by default; cpu: dense fp32 (+ LoRA unless lora=False).
+    tokenizer_id: where the tokenizer comes from when model_id's folder has none (default: model_id)."""
     model_id = model_id or rt.models["policy"]
     four_bit = (rt.profile == "gpu") if four_bit is None else four_bit
-    tok = load_tokenizer(model_id)
+    tok = load_tokenizer(tokenizer_id or model_id)
     model = load_causal_lm(model_id, dtype=rt.dtype, four_bit=four_bit, device=rt.device)
     if lora:
         model = apply_lora(model, four_bit=four_bit, gradient_checkpointing=gradient_checkpointing)

@@ -137,6 +137,24 @@ def test_unknown_embedded_id():
         models.load_causal_lm("embedded:GPT-5")
 
 
+def test_a_saved_model_without_tokenizer_is_a_clear_error(tmp_path):
+    # the workbook saves trained weights without a tokenizer: say so, not "install sentencepiece"
+    _tiny_llama(tmp_path)
+    with pytest.raises(models.ModelUnavailableError, match="holds no tokenizer.*rt.models\\['policy'\\]"):
+        models.load_tokenizer(str(tmp_path))
+
+
+def test_a_folder_with_a_tokenizer_loads(tmp_path):
+    from tokenizers import Tokenizer, models as tok_models
+    from transformers import PreTrainedTokenizerFast
+    fast = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(tok_models.WordLevel({"a": 0, "<eos>": 1}, unk_token="a")),
+                                   eos_token="<eos>")
+    fast.chat_template = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
+    fast.save_pretrained(tmp_path)
+    tok = models.load_tokenizer(str(tmp_path))
+    assert tok.pad_token == "<eos>" and tok.padding_side == "left"
+
+
 def _tiny_llama(folder):
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
