@@ -448,7 +448,8 @@ def load_policy(rt, *, model_id: str | None = None, lora: bool = True, four_bit:
                 gradient_checkpointing: bool = False, tokenizer_id: str | None = None):
     """The RL policy and its tokenizer for the active profile.
     gpu: 4-bit nf4 + LoRA by default; cpu: dense fp32 (+ LoRA unless lora=False).
-    tokenizer_id: where the tokenizer comes from when model_id's folder has none (default: model_id)."""
+    tokenizer_id: where the tokenizer comes from (default: model_id); a model folder a notebook saved has
+    none, so give its profile's policy id."""
     model_id = model_id or rt.models["policy"]
     four_bit = (rt.profile == "gpu") if four_bit is None else four_bit
     tok = load_tokenizer(tokenizer_id or model_id)
