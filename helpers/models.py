@@ -36,6 +36,8 @@ HUB_PROBE = ("huggingface.co", 443)             # only used to tell "offline" fr
 # LoRA defaults: rank 16 on every linear layer, as TRL's and PEFT's GRPO recipes do for 0.5B models.
 LORA_R, LORA_ALPHA, LORA_DROPOUT, LORA_TARGETS = 16, 32, 0.05, "all-linear"
 MERGED_SUBDIR = "merged"                        # <adapter folder>/merged: the adapter folded into its base
+# Any of these makes a folder a tokenizer source; the folders the notebooks save have none of them.
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
 # A system prompt of our own: the Qwen template's default one names another model.
 DEFAULT_SYSTEM = "You are a helpful assistant."
 # -----------------------------------------------------------------------------
@@ -185,9 +187,6 @@ def ensure_tool_template(tokenizer) -> bool:
         return False
     tokenizer.chat_template = _trl_template()
     return True
-
-
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
 
 
 def load_tokenizer(model_id: str):
