@@ -1,8 +1,8 @@
 """The scoreboard of lesson 05: every model the lessons left in a run folder, found, loaded and
 summarised the same way, next to the papers' published numbers.
 
-The lessons save what they train under DIR/models/: notebook 02 the adapted teacher and the CKD student,
-03 one LoRA adapter per reward and seed, 04 the two SFT translators and one GRPO adapter per reward.
+The lessons save what they train under DIR/models/: notebook 02 the adapted teacher and the CKD student
+(a longer run's further seeds of each beside them, as <folder>_seed<N>), 03 one LoRA adapter per reward and seed, 04 the two SFT translators and one GRPO adapter per reward.
 find_models lists them together with the profile's base model, stage by stage, and lists a stage whose
 checkpoint is absent as missing: a model that was never trained is reported as missing, never as a zero.
 Scoring itself is evaluate's (function calling) and translation's (Wayuunaiki): nothing is re-implemented.
@@ -19,11 +19,12 @@ from helpers import report
 # -----------------------------------------------------------------------------
 # config
 
-# (stage, folder name under DIR/models or None for the profile's base model, glob for per-seed runs)
+# (stage, folder name under DIR/models or None for the profile's base model, a glob for per-seed runs, or a
+# tuple of both: notebook 02 keeps its first seed in the plain folder, the one later stages start from)
 FUNCTION_CALLING_STAGES = [
     ("base", None),
-    ("SFT / adapted teacher (02)", "02_teacher"),
-    ("CKD student (02)", "02_student_ckd"),
+    ("SFT / adapted teacher (02)", ("02_teacher", "02_teacher_seed*")),
+    ("CKD student (02)", ("02_student_ckd", "02_student_ckd_seed*")),
     ("Sim-RL GRPO (03)", "03_sim_seed*"),
     ("binary-reward GRPO (03)", "03_binary_seed*"),
 ]
@@ -52,17 +53,25 @@ def _is_model_dir(path: Path) -> bool:
     return (path / "config.json").is_file() or (path / "adapter_config.json").is_file()
 
 
-def _entries(out_dir: Path, stage: str, folder: str | None, base_id: str, **info) -> list[dict]:
+def _seed(path: Path, model_info: dict) -> int | None:
+    # the folder name says it (03_sim_seed2); a plain folder (02_teacher) has it in its model info
+    if m := _SEED_RE.search(path.name):
+        return int(m.group(1))
+    return model_info.get("seed") if isinstance(model_info.get("seed"), int) else None
+
+
+def _entries(out_dir: Path, stage: str, folder, base_id: str, **info) -> list[dict]:
     if folder is None:
         return [{"stage": stage, "name": base_id, "path": base_id, "seed": None, "present": True, "train_seconds": 0.0, **info}]
-    paths = sorted((out_dir / "models").glob(folder)) if "*" in folder else [out_dir / "models" / folder]
+    patterns = (folder,) if isinstance(folder, str) else tuple(folder)
+    paths = [p for pat in patterns for p in (sorted((out_dir / "models").glob(pat)) if "*" in pat else [out_dir / "models" / pat])]
     found = [p for p in paths if _is_model_dir(p)]
     if not found:
-        return [{"stage": stage, "name": folder, "path": str(out_dir / "models" / folder), "seed": None,
+        return [{"stage": stage, "name": patterns[0], "path": str(out_dir / "models" / patterns[0]), "seed": None,
                  "present": False, **info}]
-    return [{"stage": stage, "name": p.name, "path": str(p), "present": True,
-             "seed": int(m.group(1)) if (m := _SEED_RE.search(p.name)) else None,
-             "train_seconds": report.read_model_info(p).get("train_seconds"), **info} for p in found]
+    infos = {p: report.read_model_info(p) for p in found}
+    return [{"stage": stage, "name": p.name, "path": str(p), "present": True, "seed": _seed(p, infos[p]),
+             "train_seconds": infos[p].get("train_seconds"), **info} for p in found]
 
 
 def find_models(out_dir, base_id: str) -> list[dict]:
@@ -94,6 +103,26 @@ def load_model(entry: dict, rt):
     base = models.load_causal_lm(models.adapter_base(path), dtype=rt.dtype, four_bit=gpu, device=rt.device)
     model = PeftModel.from_pretrained(base, str(path))
     return (model if gpu else model.merge_and_unload()).eval()
+
+
+def seed_model(folder, seed: int) -> Path:
+    """The model a later stage's seed ``seed`` starts from. Notebook 02 keeps its first seed in ``folder``
+    (02_teacher) and a longer run's further seeds beside it (02_teacher_seed1, ...); a seed it trained
+    starts from its own model, so that seed N is one chain SFT -> GRPO; any other seed from ``folder``."""
+    folder = Path(folder)
+    own = folder.with_name(f"{folder.name}_seed{seed}")
+    return own if _is_model_dir(own) else folder
+
+
+def mean_over_seeds(results: list[dict]) -> dict:
+    """Key by key, the mean of the numbers the dicts hold (bools and None skipped); None where none has one.
+    For a table row such as "before RL" when each seed started from its own model."""
+    keys = list(dict.fromkeys(k for r in results for k in r))
+    out = {}
+    for k in keys:
+        xs = [float(r[k]) for r in results if isinstance(r.get(k), (int, float)) and not isinstance(r.get(k), bool)]
+        out[k] = sum(xs) / len(xs) if xs else None
+    return out
 
 
 def seed_summary(values) -> dict:

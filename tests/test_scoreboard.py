@@ -29,6 +29,41 @@ def test_find_models_lists_seeds_and_missing_stages(tmp_path):
         scoreboard.load_model(fc[1], rt=None)
 
 
+def test_a_longer_runs_sft_and_ckd_seeds_are_one_stage_each(tmp_path):
+    # notebook 02 keeps its first seed in the plain folder (later stages start from it), further seeds beside it
+    _model_dir(tmp_path / "models" / "02_teacher")
+    report.write_model_info(tmp_path / "models" / "02_teacher", train_seconds=900.0, seed=0)
+    for seed in (2, 1):
+        _model_dir(tmp_path / "models" / f"02_teacher_seed{seed}")
+        report.write_model_info(tmp_path / "models" / f"02_teacher_seed{seed}", train_seconds=800.0 + seed, seed=seed)
+    _model_dir(tmp_path / "models" / "02_student_ckd")                 # no model info: seed unknown, still scored
+    _model_dir(tmp_path / "models" / "02_student_ckd_seed1")
+    (tmp_path / "models" / "02_student_ckd_seed2").mkdir()            # no weights: not a model
+    fc = [e for e in scoreboard.find_models(tmp_path, "embedded:base") if e["task"] == "function_calling"]
+    sft = [(e["name"], e["seed"], e["train_seconds"]) for e in fc if e["stage"].startswith("SFT")]
+    assert sft == [("02_teacher", 0, 900.0), ("02_teacher_seed1", 1, 801.0), ("02_teacher_seed2", 2, 802.0)]
+    assert [(e["name"], e["seed"]) for e in fc if e["stage"].startswith("CKD")] == [("02_student_ckd", None),
+                                                                                   ("02_student_ckd_seed1", 1)]
+    rows = [{"stage": e["stage"], "present": True, "acc": 0.5 + 0.1 * i} for i, e in enumerate(fc) if e["stage"].startswith("SFT")]
+    assert scoreboard.stage_table(rows, ["acc"])[0]["seeds"] == 3
+
+
+def test_each_grpo_seed_starts_from_its_own_sft_seed_when_there_is_one(tmp_path):
+    first = tmp_path / "models" / "02_teacher"
+    _model_dir(first)
+    _model_dir(tmp_path / "models" / "02_teacher_seed1")
+    (tmp_path / "models" / "02_teacher_seed2").mkdir()                # an empty folder is no model
+    assert scoreboard.seed_model(first, 1) == tmp_path / "models" / "02_teacher_seed1"
+    assert scoreboard.seed_model(first, 0) == first and scoreboard.seed_model(first, 2) == first
+    assert scoreboard.seed_model(str(first), 7) == first
+
+
+def test_mean_over_seeds_skips_missing_values():
+    m = scoreboard.mean_over_seeds([{"exact": 0.5, "n": 24, "ast_mean": None, "ok": True}, {"exact": 0.25, "n": 24, "ast_mean": None}])
+    assert m == {"exact": 0.375, "n": 24.0, "ast_mean": None, "ok": None}
+    assert scoreboard.mean_over_seeds([]) == {}
+
+
 def test_seed_summary_is_a_t_interval():
     s = scoreboard.seed_summary([0.2, 0.4, 0.6])
     assert s["mean"] == pytest.approx(0.4) and s["n_seeds"] == 3
