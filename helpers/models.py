@@ -407,6 +407,46 @@ def every_other_layer(model):
     return model
 
 
+def average_state_dicts(state_dicts: list[dict]) -> dict:
+    """The uniform model soup (Wortsman et al. 2022, "Model soups", arXiv 2203.05482):
+
+        theta_soup = (1/N) * sum_i theta_i
+
+    over N models fine-tuned from the same start, tensor by tensor, summed in fp32 and returned in each
+    tensor's own dtype. Averaging only makes sense for models that share a start and an architecture,
+    so different names or shapes are an error, not a best effort."""
+    import torch
+    if not state_dicts:
+        raise ValueError("average_state_dicts needs at least one state dict")
+    first = state_dicts[0]
+    for i, sd in enumerate(state_dicts[1:], 1):
+        if sd.keys() != first.keys():
+            raise ValueError(f"model {i} has other tensors than model 0: {sorted(set(sd) ^ set(first))[:3]} ...")
+        for k, v in sd.items():
+            if v.shape != first[k].shape:
+                raise ValueError(f"{k}: shape {tuple(v.shape)} in model {i}, {tuple(first[k].shape)} in model 0")
+    out = {}
+    for k, v in first.items():
+        if not torch.is_floating_point(v):
+            out[k] = v.clone()   # integer buffers (positions, masks) are the same in every model
+            continue
+        out[k] = (sum(sd[k].float() for sd in state_dicts) / len(state_dicts)).to(v.dtype)
+    return out
+
+
+def load_soup(paths: list, *, dtype=None):
+    """The uniform soup (average_state_dicts) of saved full-weight models, loaded as a model. LoRA
+    adapter folders are refused: averaging A and B separately is not averaging their products B @ A."""
+    if len(paths) < 2:
+        raise ValueError(f"a soup needs at least two models, got {len(paths)}")
+    if adapters := [str(p) for p in paths if is_adapter_dir(p)]:
+        raise ValueError(f"{adapters} hold LoRA adapters, not full weights: a soup averages full fine-tunes only")
+    model = load_causal_lm(str(paths[0]), dtype=dtype)
+    state_dicts = [model.state_dict()] + [load_causal_lm(str(p), dtype=dtype).state_dict() for p in paths[1:]]
+    model.load_state_dict(average_state_dicts(state_dicts))
+    return model
+
+
 def lora_config(r: int = LORA_R, alpha: int = LORA_ALPHA, dropout: float = LORA_DROPOUT, targets=LORA_TARGETS):
     from peft import LoraConfig
     return LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets,

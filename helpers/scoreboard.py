@@ -2,7 +2,8 @@
 summarised the same way, next to the papers' published numbers.
 
 The lessons save what they train under DIR/models/: notebook 02 the adapted teacher and the CKD student
-(a longer run's further seeds of each beside them, as <folder>_seed<N>), 03 one LoRA adapter per reward
+(a longer run's further seeds of each beside them, as <folder>_seed<N>, and the SFT seeds' weight average
+as 02_teacher_soup), 03 one LoRA adapter per reward
 and seed, 04 the two SFT translators and one GRPO adapter per reward.
 find_models lists them together with the profile's base model, stage by stage, and lists a stage whose
 checkpoint is absent as missing: a model that was never trained is reported as missing, never as a zero.
@@ -25,6 +26,7 @@ from helpers import report
 FUNCTION_CALLING_STAGES = [
     ("base", None),
     ("SFT / adapted teacher (02)", ("02_teacher", "02_teacher_seed*")),
+    ("SFT seed soup (02)", "02_teacher_soup"),   # the uniform average of those seeds (models.load_soup)
     ("CKD student (02)", ("02_student_ckd", "02_student_ckd_seed*")),
     ("Sim-RL GRPO (03)", "03_sim_seed*"),
     ("binary-reward GRPO (03)", "03_binary_seed*"),

@@ -234,3 +234,36 @@ def test_length_sorted_batches_keep_the_callers_order(policy):
     doubled = models.generate_ids(model, tok, ids, max_new_tokens=6, batch_size=3, num_return_sequences=2,
                                   do_sample=True, top_k=1)   # sampling from the top token only: greedy, twice
     assert [strip(r) for r in doubled] == [strip(r) for r in alone for _ in range(2)]
+
+
+def test_a_soup_is_the_tensorwise_mean_of_its_models(tmp_path):
+    import torch
+    from transformers import LlamaForCausalLM
+    for i in range(3):
+        torch.manual_seed(i)
+        model = _tiny_llama(tmp_path / f"seed{i}")
+        with torch.no_grad():
+            for p in model.parameters():
+                p.normal_(0, 1)        # three different models of one architecture
+        model.save_pretrained(tmp_path / f"seed{i}")
+    parts = [LlamaForCausalLM.from_pretrained(tmp_path / f"seed{i}").state_dict() for i in range(3)]
+    soup = models.load_soup([tmp_path / f"seed{i}" for i in range(3)]).state_dict()
+    for name, t in soup.items():
+        torch.testing.assert_close(t, (parts[0][name] + parts[1][name] + parts[2][name]) / 3)
+    assert not torch.equal(soup["lm_head.weight"], parts[0]["lm_head.weight"])
+
+
+def test_a_soup_refuses_what_cannot_be_averaged(tmp_path):
+    import torch
+    a = {"w": torch.ones(2, 2), "step": torch.tensor(3)}
+    assert models.average_state_dicts([a, {"w": 3 * torch.ones(2, 2), "step": torch.tensor(3)}])["w"].eq(2).all()
+    with pytest.raises(ValueError, match="other tensors"):
+        models.average_state_dicts([a, {"w": torch.ones(2, 2)}])
+    with pytest.raises(ValueError, match="shape"):
+        models.average_state_dicts([a, {"w": torch.ones(3, 2), "step": torch.tensor(3)}])
+    with pytest.raises(ValueError, match="at least two"):
+        models.load_soup([tmp_path])
+    _tiny_llama(tmp_path / "base")
+    _train_adapter(tmp_path / "base", tmp_path / "lora", seed=1)
+    with pytest.raises(ValueError, match="LoRA adapters"):
+        models.load_soup([tmp_path / "base", tmp_path / "lora"])

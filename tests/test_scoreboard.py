@@ -21,7 +21,8 @@ def test_find_models_lists_seeds_and_missing_stages(tmp_path):
     found = scoreboard.find_models(tmp_path, "embedded:base")
     fc = [e for e in found if e["task"] == "function_calling"]
     assert [(e["stage"], e["seed"], e["present"]) for e in fc] == [
-        ("base", None, True), ("SFT / adapted teacher (02)", None, False), ("CKD student (02)", None, True),
+        ("base", None, True), ("SFT / adapted teacher (02)", None, False), ("SFT seed soup (02)", None, False),
+        ("CKD student (02)", None, True),
         ("Sim-RL GRPO (03)", 0, True), ("Sim-RL GRPO (03)", 1, True), ("binary-reward GRPO (03)", None, False)]
     tr = [e for e in found if e["task"] == "translation"]
     assert [e["present"] for e in tr] == [True, False, False, False, False] and tr[0]["tool"] is False
@@ -36,15 +37,19 @@ def test_a_longer_runs_sft_and_ckd_seeds_are_one_stage_each(tmp_path):
     for seed in (2, 1):
         _model_dir(tmp_path / "models" / f"02_teacher_seed{seed}")
         report.write_model_info(tmp_path / "models" / f"02_teacher_seed{seed}", train_seconds=800.0 + seed, seed=seed)
+    _model_dir(tmp_path / "models" / "02_teacher_soup")               # their weight average: a stage of its own
+    report.write_model_info(tmp_path / "models" / "02_teacher_soup", train_seconds=2403.0, seeds=[0, 1, 2])
     _model_dir(tmp_path / "models" / "02_student_ckd")                 # no model info: seed unknown, still scored
     _model_dir(tmp_path / "models" / "02_student_ckd_seed1")
     (tmp_path / "models" / "02_student_ckd_seed2").mkdir()            # no weights: not a model
     fc = [e for e in scoreboard.find_models(tmp_path, "embedded:base") if e["task"] == "function_calling"]
-    sft = [(e["name"], e["seed"], e["train_seconds"]) for e in fc if e["stage"].startswith("SFT")]
+    sft = [(e["name"], e["seed"], e["train_seconds"]) for e in fc if e["stage"] == "SFT / adapted teacher (02)"]
     assert sft == [("02_teacher", 0, 900.0), ("02_teacher_seed1", 1, 801.0), ("02_teacher_seed2", 2, 802.0)]
+    assert [(e["stage"], e["seed"], e["train_seconds"]) for e in fc if e["name"] == "02_teacher_soup"] == [
+        ("SFT seed soup (02)", None, 2403.0)]
     assert [(e["name"], e["seed"]) for e in fc if e["stage"].startswith("CKD")] == [("02_student_ckd", None),
                                                                                    ("02_student_ckd_seed1", 1)]
-    rows = [{"stage": e["stage"], "present": True, "acc": 0.5 + 0.1 * i} for i, e in enumerate(fc) if e["stage"].startswith("SFT")]
+    rows = [{"stage": e["stage"], "present": True, "acc": 0.5 + 0.1 * i} for i, e in enumerate(fc) if e["stage"] == "SFT / adapted teacher (02)"]
     assert scoreboard.stage_table(rows, ["acc"])[0]["seeds"] == 3
 
 
