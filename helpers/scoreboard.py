@@ -3,8 +3,8 @@ summarised the same way, next to the papers' published numbers.
 
 The lessons save what they train under DIR/models/: notebook 02 the adapted teacher and the CKD student
 (a longer run's further seeds of each beside them, as <folder>_seed<N>, and the SFT seeds' weight average
-as 02_teacher_soup), 03 one LoRA adapter per reward
-and seed, 04 the two SFT translators and one GRPO adapter per reward.
+as 02_teacher_soup), 03 one LoRA adapter per reward and seed, 04 the two SFT translators and one GRPO
+adapter per reward.
 find_models lists them together with the profile's base model, stage by stage, and lists a stage whose
 checkpoint is absent as missing: a model that was never trained is reported as missing, never as a zero.
 Scoring itself is evaluate's (function calling) and translation's (Wayuunaiki): nothing is re-implemented.
