@@ -8,15 +8,19 @@ with helpers.evaluate.bfcl_python_messages.
 rows.json: [{"id", "category", "question" (the first turn's messages, as helpers.data loads it), "functions"}]  ->  messages.json: [[{"role", "content"}]]
 """
 
+import atexit
 import copy
 import json
 import os
+import shutil
 import sys
 import tempfile
 
 
 def main(rows_path, out_path):
-    os.environ["BFCL_PROJECT_ROOT"] = tempfile.mkdtemp(prefix="bfcl-root-")
+    root = tempfile.mkdtemp(prefix="bfcl-root-")
+    atexit.register(shutil.rmtree, root, ignore_errors=True)   # removed when the script ends
+    os.environ["BFCL_PROJECT_ROOT"] = root
     from bfcl_eval.model_handler.utils import system_prompt_pre_processing_chat_model
     from bfcl_eval.utils import _func_doc_language_specific_pre_processing
 

@@ -17,8 +17,10 @@ mode: it leaves function names unchanged (no "." -> "_" rewriting). A case on wh
 code raises is reported as invalid with error_type "checker_error:<Exception>".
 """
 
+import atexit
 import json
 import os
+import shutil
 import socket
 import sys
 import tempfile
@@ -41,7 +43,9 @@ def block_network():
 def main(corpus_path, out_path):
     # bfcl-eval creates result/ and score/ folders under its project root at import time:
     # point that at a throwaway folder instead of the virtualenv.
-    os.environ["BFCL_PROJECT_ROOT"] = tempfile.mkdtemp(prefix="bfcl-root-")
+    root = tempfile.mkdtemp(prefix="bfcl-root-")
+    atexit.register(shutil.rmtree, root, ignore_errors=True)   # removed when the script ends
+    os.environ["BFCL_PROJECT_ROOT"] = root
     block_network()
 
     from bfcl_eval.constants.enums import Language, ReturnFormat
