@@ -32,6 +32,19 @@ def _eval_chars(s):
     return s if s == "same" else _chars(s)
 
 
+def _snapshots(steps, save: Path):
+    """A TrainerCallback that saves the model's weights (no optimizer state) at the given optimizer steps,
+    next to ``save`` as <name>_step<N>: several points of one run, to average as a soup of checkpoints."""
+    from transformers import TrainerCallback
+
+    class Snapshots(TrainerCallback):
+        def on_step_end(self, args, state, control, model=None, **kwargs):
+            if state.global_step in steps:
+                model.save_pretrained(save.parent / f"{save.name}_step{state.global_step}")
+
+    return Snapshots()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--steps", type=int, default=120)
@@ -65,10 +78,15 @@ def main() -> None:
     ap.add_argument("--no-held-out", action="store_true",
                     help="skip ToolRL's held-out rows and the validation negatives at the end")
     ap.add_argument("--save", type=Path, help="save the trained model and tokenizer here")
+    ap.add_argument("--snapshots", type=int, nargs="*", default=[],
+                    help="also save the weights at these optimizer steps, as SAVE_step<N> (needs --save): "
+                         "checkpoints of one run to average (models.load_soup)")
     ap.add_argument("--init", help="start from this saved model instead of the base model")
     ap.add_argument("--tokenizer", help="load the tokenizer from here (default: --init, else the base model); "
                                         "a model folder a notebook saved has none: give the base model's id")
     args = ap.parse_args()
+    if args.snapshots and not args.save:
+        ap.error("--snapshots needs --save")
 
     from helpers import data, evaluate, models, rewards, runtime, sft
     eval_chars = args.desc_chars if args.eval_desc_chars == "same" else args.eval_desc_chars
@@ -99,7 +117,8 @@ def main() -> None:
         cfg = sft.sft_config(rt, args.out / "checkpoints", max_steps=args.steps, learning_rate=args.lr,
                              batch_size=args.batch, max_length=args.max_length, save_steps=10**9, seed=args.seed)
         t0 = time.perf_counter()
-        trainer = sft.train(model, tok, ds, cfg, resume=False, callbacks=[points])
+        callbacks = [points] + ([_snapshots(args.snapshots, args.save)] if args.snapshots else [])
+        trainer = sft.train(model, tok, ds, cfg, resume=False, callbacks=callbacks)
         train_seconds = time.perf_counter() - t0 - points.eval_seconds
         curve += points.points
         model = trainer.model.eval()
