@@ -98,6 +98,9 @@ def main() -> None:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--full", action="store_true", help="the notebook's own step counts instead of its smoke run")
     ap.add_argument("--json", type=Path, help="write the figures here")
+    ap.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                    help="override a parameter after the parameters cell, e.g. --set 'START_FROM=\"teacher\"' "
+                         "(VALUE is read as JSON, as papermill's -p would; repeatable)")
     args = ap.parse_args()
 
     from gpu_grpo_memory import build_random_qwen
@@ -112,11 +115,15 @@ def main() -> None:
     notebook = next((ROOT / "notebooks").glob(f"{args.notebook}_*.ipynb"))
     run_dir = (args.out / f"run-{args.dtype}").resolve()
     t0 = time.perf_counter()
-    timings = run_cells(notebook, {"PROFILE": "gpu", "SMOKE": not args.full, "OUTPUT_DIR": str(run_dir)})
+    overrides = {"PROFILE": "gpu", "SMOKE": not args.full, "OUTPUT_DIR": str(run_dir)}
+    for item in args.set:
+        name, _, value = item.partition("=")
+        overrides[name] = json.loads(value)
+    timings = run_cells(notebook, overrides)
     seconds = time.perf_counter() - t0
     loaded = load_saved_models(run_dir)
     import torch
-    result = {"device": torch.cuda.get_device_name(0), "dtype": args.dtype, "notebook": notebook.name,
+    result = {"device": torch.cuda.get_device_name(0), "dtype": args.dtype, "notebook": notebook.name, "set": args.set,
               "smoke": not args.full, "model": "random weights, Qwen2.5-0.5B shapes", "seconds": round(seconds, 1),
               "peak_gib": max(t["peak_gib"] for t in timings), "cells": timings, "loaded": loaded}
     print(json.dumps({k: v for k, v in result.items() if k != "cells"}, indent=2))
