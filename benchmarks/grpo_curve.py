@@ -7,8 +7,8 @@ Notebook 03 on the cpu profile gives each GRPO run 10 steps and scores it once, 
 same configuration (grpo.grpo_settings, the 200 shortest answerable xLAM training prompts, LoRA at notebook 03's
 cpu learning rate, one prompt group per step, dynamic filtering) for as many steps as asked, and scores greedy
 format-valid / exact / Sim-RL on a fixed xLAM *validation* sample at step 0 and every ``--eval-every`` steps
-(scoring time is not counted as training time). With a constant learning rate the first 10 steps of a longer run
-are the steps a 10-step run takes. Per step it also prints the share of groups with no reward variance, which is
+(scoring time is not counted as training time). The learning rate is constant, so the first 10 steps of a longer
+run train at the rate a 10-step run does. Per step it also prints the share of groups with no reward variance, which is
 how many of the steps trained at all. ``--save`` writes the merged policy (full weights), to score on BFCL once,
 afterwards, with ``sft_curve.py --init DIR --steps 0``.
 """
