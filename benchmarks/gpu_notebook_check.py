@@ -50,6 +50,9 @@ def run_cells(notebook: Path, overrides: dict) -> list[dict]:
     params, cells = code_cells(notebook)
     namespace = {"__name__": "__main__", "display": print}
     exec(compile(params, f"{notebook.name}:parameters", "exec"), namespace)
+    unknown = sorted(set(overrides) - set(namespace))
+    if unknown:   # a misspelt knob would otherwise be set beside the real one and change nothing
+        raise SystemExit(f"{notebook.name}'s parameters cell has no {', '.join(unknown)}")
     namespace.update(overrides)
     os.chdir(notebook.parent)   # the notebooks' setup cell finds the repo from here
     timings = []
@@ -102,6 +105,17 @@ def main() -> None:
                     help="override a parameter after the parameters cell, e.g. --set 'START_FROM=\"teacher\"' "
                          "(VALUE is read as JSON, as papermill's -p would; repeatable)")
     args = ap.parse_args()
+    settings = {}   # read before any model is built, so that a typo fails at once
+    for item in args.set:
+        name, sep, value = item.partition("=")
+        if not sep:
+            ap.error(f"--set {item!r}: expected NAME=VALUE")
+        if name.strip() in ("PROFILE", "SMOKE", "OUTPUT_DIR"):
+            ap.error(f"--set {item!r}: the script sets {name.strip()} itself (--full for the notebook's own sizes)")
+        try:
+            settings[name.strip()] = json.loads(value)
+        except ValueError:
+            ap.error(f"--set {item!r}: VALUE must be JSON (a string needs its quotes)")
 
     from gpu_grpo_memory import build_random_qwen
     args.out.mkdir(parents=True, exist_ok=True)
@@ -115,10 +129,7 @@ def main() -> None:
     notebook = next((ROOT / "notebooks").glob(f"{args.notebook}_*.ipynb"))
     run_dir = (args.out / f"run-{args.dtype}").resolve()
     t0 = time.perf_counter()
-    overrides = {"PROFILE": "gpu", "SMOKE": not args.full, "OUTPUT_DIR": str(run_dir)}
-    for item in args.set:
-        name, _, value = item.partition("=")
-        overrides[name] = json.loads(value)
+    overrides = {"PROFILE": "gpu", "SMOKE": not args.full, "OUTPUT_DIR": str(run_dir), **settings}
     timings = run_cells(notebook, overrides)
     seconds = time.perf_counter() - t0
     loaded = load_saved_models(run_dir)
