@@ -8,8 +8,8 @@ same configuration (grpo.grpo_settings, the 200 shortest answerable xLAM trainin
 cpu learning rate, one prompt group per step, dynamic filtering) for as many steps as asked, and scores greedy
 format-valid / exact / Sim-RL on a fixed xLAM *validation* sample at step 0 and every ``--eval-every`` steps
 (scoring time is not counted as training time). The learning rate is constant, so the first 10 steps of a longer
-run train at the rate a 10-step run does. Per step it also prints the share of groups with no reward variance, which is
-how many of the steps trained at all. ``--save`` writes the merged policy (full weights), to score on BFCL once,
+run train at the rate a 10-step run does. At the end it also prints how many steps' groups had any reward variance: only those
+could train (the dynamic filter can drop some of them too). ``--save`` writes the merged policy (full weights), to score on BFCL once,
 afterwards, with ``sft_curve.py --init DIR --steps 0``.
 """
 
@@ -45,6 +45,8 @@ def main() -> None:
     ap.add_argument("--save", type=Path, help="save the merged policy and tokenizer here")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
+    if args.steps < 1 or args.eval_every < 1:
+        ap.error("--steps and --eval-every must be at least 1 (score a saved model with sft_curve.py --steps 0)")
 
     from helpers import data, evaluate, grpo, models, rewards, runtime, sft
 
