@@ -57,9 +57,7 @@ def main() -> None:
     train_rows, val_rows = data.xlam_split(data.load_xlam(), seed=0)
     val = evaluate.sample_rows(val_rows, args.n_val, seed=0)
     answerable = grpo.answerable(train_rows, tok, MAX_COMPLETION_LENGTH)
-    plen = {r["id"]: len(tok(models.render_prompt(tok, models.build_messages(r["messages"]),
-                                                  models.shorten_tools(r["tools"], desc_chars)))["input_ids"]) for r in answerable}
-    prompts = sorted(answerable, key=lambda r: plen[r["id"]])[:N_TRAIN_PROMPTS]   # notebook 03's cpu choice
+    prompts = models.shortest_prompt_rows(answerable, tok, N_TRAIN_PROMPTS, desc_chars)   # notebook 03's cpu choice
     train_ds = grpo.tool_call_dataset(prompts, tok, desc_chars=desc_chars)
     print(f"{len(train_ds)} training prompts ({len(answerable)} of {len(train_rows)} answerable), {len(val)} validation rows",
           flush=True)

@@ -265,6 +265,15 @@ def render_prompt(tokenizer, messages: list[dict], tools: list[dict] | None = No
     )
 
 
+def shortest_prompt_rows(rows: list[dict], tokenizer, n: int, desc_chars: int | None = 80) -> list[dict]:
+    """The ``n`` xLAM-style rows whose rendered prompt (tools cut to ``desc_chars``) has the fewest tokens,
+    shortest first; equal lengths keep their order. On two CPU cores a training or rollout step costs what
+    its prompt tokens cost, so the cpu profile's GRPO and distillation take these."""
+    lengths = [len(tokenizer(render_prompt(tokenizer, build_messages(r["messages"]),
+                                           shorten_tools(r["tools"], desc_chars)))["input_ids"]) for r in rows]
+    return [rows[i] for i in sorted(range(len(rows)), key=lengths.__getitem__)[:n]]
+
+
 # ----------------------------------------------------------------------------- TRL on CPU
 
 def score_labelled_positions_only() -> bool:

@@ -142,6 +142,22 @@ def test_answerable_keeps_exactly_the_rows_whose_answer_fits(tok):
     assert grpo.answerable(rows, tok, max(lengths)) == rows and grpo.answerable(rows, tok, 1) == []
 
 
+def test_shortest_prompt_rows_are_the_n_shortest_rendered_prompts_in_order(tok):
+    rows = data.load_xlam(download=False)[:40]
+    length = lambda r, chars: len(tok(models.render_prompt(tok, models.build_messages(r["messages"]),
+                                                           models.shorten_tools(r["tools"], chars)))["input_ids"])
+    picked = models.shortest_prompt_rows(rows, tok, 10, desc_chars=80)
+    lengths = [length(r, 80) for r in picked]
+    assert len(picked) == 10 and lengths == sorted(lengths)
+    assert max(lengths) <= min(length(r, 80) for r in rows if r not in picked)
+    a, b = dict(rows[0], id="first"), dict(rows[0], id="second")   # equal lengths keep their order
+    assert [r["id"] for r in models.shortest_prompt_rows([a, b], tok, 2)] == ["first", "second"]
+    assert [r["id"] for r in models.shortest_prompt_rows([b, a], tok, 2)] == ["second", "first"]
+    assert models.shortest_prompt_rows(rows, tok, 100) == sorted(rows, key=lambda r: length(r, 80))
+    # desc_chars=None measures prompts with whole descriptions
+    assert [length(r, None) for r in models.shortest_prompt_rows(rows, tok, 40, None)] == sorted(length(r, None) for r in rows)
+
+
 # ----------------------------------------------------------------------------- the filter
 
 def test_keep_mask_scales_the_reward_and_drops_flat_or_saturated_groups():
