@@ -21,23 +21,23 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-# notebook 03's cpu settings ("auto" values of its parameters cell)
-NUM_GENERATIONS = 4
-MAX_COMPLETION_LENGTH = 96
-LEARNING_RATE = 3e-4
+# notebook 03's cpu settings: its "auto" values (grpo.TOOL_CALL_DEFAULTS) and parameters cell
 N_TRAIN_PROMPTS = 200
 BETA, EPSILON = 1e-3, 0.2
 
 
 def main() -> None:
+    from helpers import grpo   # cheap: TRL is imported only when a trainer is built
+
+    defaults = grpo.TOOL_CALL_DEFAULTS["cpu"]
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--init", required=True, help="the starting model (a saved SFT model: full weights)")
     ap.add_argument("--tokenizer", help="tokenizer folder or id (default: --init if it holds one, else the profile's policy)")
     ap.add_argument("--reward", choices=["sim", "binary"], default="sim")
     ap.add_argument("--steps", type=int, default=40)
     ap.add_argument("--eval-every", type=int, default=10)
-    ap.add_argument("--lr", type=float, default=LEARNING_RATE)
-    ap.add_argument("--num-generations", type=int, default=NUM_GENERATIONS)
+    ap.add_argument("--lr", type=float, default=defaults["learning_rate"])
+    ap.add_argument("--num-generations", type=int, default=defaults["num_generations"])
     ap.add_argument("--n-val", type=int, default=48, help="xLAM validation rows per evaluation")
     ap.add_argument("--max-new-tokens", type=int, default=128, help="for scoring (notebooks 02, 03 and 05 use 128)")
     ap.add_argument("--seed", type=int, default=0)
@@ -48,15 +48,16 @@ def main() -> None:
     if args.steps < 1 or args.eval_every < 1:
         ap.error("--steps and --eval-every must be at least 1 (score a saved model with sft_curve.py --steps 0)")
 
-    from helpers import data, evaluate, grpo, models, rewards, runtime, sft
+    from helpers import data, evaluate, models, rewards, runtime, sft
 
     rt = runtime.setup("cpu", seed=args.seed)
+    completion_length = defaults["max_completion_length"]
     desc_chars = sft.TOOL_DESC_CHARS[rt.profile]
     tokenizer_id = args.tokenizer or (args.init if (Path(args.init) / "tokenizer_config.json").is_file() else rt.models["policy"])
     tok = models.load_tokenizer(tokenizer_id)
     train_rows, val_rows = data.xlam_split(data.load_xlam(), seed=0)
     val = evaluate.sample_rows(val_rows, args.n_val, seed=0)
-    answerable = grpo.answerable(train_rows, tok, MAX_COMPLETION_LENGTH)
+    answerable = grpo.answerable(train_rows, tok, completion_length)
     prompts = models.shortest_prompt_rows(answerable, tok, N_TRAIN_PROMPTS, desc_chars)   # notebook 03's cpu choice
     train_ds = grpo.tool_call_dataset(prompts, tok, desc_chars=desc_chars)
     print(f"{len(train_ds)} training prompts ({len(answerable)} of {len(train_rows)} answerable), {len(val)} validation rows",
@@ -72,7 +73,7 @@ def main() -> None:
 
     policy = models.apply_lora(policy, four_bit=False, gradient_checkpointing=False)
     config = grpo.grpo_config(rt, args.out / f"checkpoints_{args.reward}_seed{args.seed}", max_steps=args.steps,
-                              num_generations=args.num_generations, max_completion_length=MAX_COMPLETION_LENGTH,
+                              num_generations=args.num_generations, max_completion_length=completion_length,
                               beta=BETA, epsilon=EPSILON, learning_rate=args.lr, save_steps=10**9, seed=args.seed)
     points = sft.validation_curve(score, args.eval_every)
     csv_path = args.out / f"{args.reward}_seed{args.seed}.csv"
@@ -87,7 +88,7 @@ def main() -> None:
     curve += points.points
     log = [h for h in trainer.state.log_history if "reward" in h]
     zero_std = [h.get("frac_reward_zero_std") for h in log if h.get("frac_reward_zero_std") is not None]
-    warnings = grpo.warnings_for(trainer.state.log_history, MAX_COMPLETION_LENGTH)
+    warnings = grpo.warnings_for(trainer.state.log_history, completion_length)
     if args.save:
         merged = trainer.model.merge_and_unload().eval()
         merged.save_pretrained(args.save)
