@@ -743,12 +743,14 @@ def load_checkpoint(path, model, optimizer) -> tuple[int, list[dict]]:
 def train_student(student, records: list[dict], *, loss: str = "ckd", steps: int = 100, lr: float = 5e-5,
                   batch_size: int = 4, seed: int = 0, pad_id: int = 0, teacher=None, checkpoint=None,
                   save_every: int = 25, grad_clip: float = 1.0, progress: bool = False, stop_after: int | None = None,
-                  **loss_kwargs) -> list[dict]:
+                  eval_every: int = 0, evaluate=None, **loss_kwargs) -> list[dict]:
     """Train ``student`` on cached teacher records for ``steps`` optimizer steps and return the history
     [{"step", "loss", "seconds"}]. With ``checkpoint`` (a file path) the run saves every ``save_every``
     steps and at the end, and a rerun resumes from the saved step (nanoGPT's init_from='resume').
     ``stop_after`` ends this call after that many new steps (saving first): a time budget for Colab
-    sessions, and how the tests interrupt a run."""
+    sessions, and how the tests interrupt a run. ``evaluate(student) -> dict`` every ``eval_every`` steps
+    (and at step 0) draws a validation curve: its dict goes into that step's history entry under "eval"
+    (step 0 as an entry of its own); its time is not counted in "seconds"."""
     import time
     params = [p for p in student.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
@@ -757,6 +759,8 @@ def train_student(student, records: list[dict], *, loss: str = "ckd", steps: int
         start, history = load_checkpoint(checkpoint, student, optimizer)
     plan = batch_order(len(records), batch_size, steps, seed)
     device = next(student.parameters()).device
+    if evaluate is not None and eval_every > 0 and start == 0:
+        history.append({"step": 0, "loss": float("nan"), "seconds": 0.0, "eval": _scored(evaluate, student)})
     student.train()
     iterator = range(start, steps)
     if progress:
@@ -775,6 +779,8 @@ def train_student(student, records: list[dict], *, loss: str = "ckd", steps: int
         torch.nn.utils.clip_grad_norm_(params, grad_clip)
         optimizer.step()
         history.append({"step": step + 1, "loss": float(value.detach()), "seconds": time.perf_counter() - t0})
+        if evaluate is not None and eval_every > 0 and ((step + 1) % eval_every == 0 or step + 1 == steps):
+            history[-1]["eval"] = _scored(evaluate, student)
         stopping = stop_after is not None and step + 1 - start >= stop_after
         if checkpoint is not None and ((step + 1) % save_every == 0 or step + 1 == steps or stopping):
             save_checkpoint(checkpoint, student, optimizer, step + 1, history)
@@ -782,6 +788,15 @@ def train_student(student, records: list[dict], *, loss: str = "ckd", steps: int
             break
     student.eval()
     return history
+
+
+def _scored(evaluate, model) -> dict:
+    """evaluate(model) in eval mode, then back to training mode (dropout, if any, comes back on)."""
+    model.eval()
+    try:
+        return dict(evaluate(model))
+    finally:
+        model.train()
 
 
 @torch.no_grad()

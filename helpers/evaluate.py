@@ -627,6 +627,45 @@ def generate_cached(model, tokenizer, prompts, *, cache_path=None, model_tag="mo
     label written next to each entry, for people reading the cache."""
     from helpers import models
     settings = {"max_new_tokens": max_new_tokens, "greedy": True}
+    cache = _read_cache(cache_path)
+    weights = models.weights_fingerprint(model) if cache_path is not None else None
+    keys = [_cache_key(weights, p, settings) for p in prompts]
+    todo = [i for i, k in enumerate(keys) if k not in cache]
+    if todo:
+        texts = models.generate(model, tokenizer, [prompts[i] for i in todo], max_new_tokens=max_new_tokens,
+                                batch_size=batch_size, progress=progress)
+        new = {keys[i]: text for i, text in zip(todo, texts)}
+        cache.update(new)
+        _append_cache(cache_path, new, model_tag)
+    return [cache[k] for k in keys]
+
+
+def sample_cached(model, tokenizer, prompts, *, k, temperature=1.0, seed=0, cache_path=None, model_tag="model",
+                  max_new_tokens=128, batch_size=8, progress=False):
+    """k sampled completions per prompt (temperature, top-p 1, no top-k: GRPO's sampling), as a list of
+    k-lists, cached like generate_cached. The key holds the weights, the prompt, the settings and the seed,
+    so a rerun reads them back; a prompt is sampled again only as a whole (its k samples go together).
+    Sampling seeds torch once per call: the same prompts in the same order give the same samples."""
+    import torch
+
+    from helpers import models
+    settings = {"max_new_tokens": max_new_tokens, "temperature": temperature, "k": k, "seed": seed}
+    cache = _read_cache(cache_path)
+    weights = models.weights_fingerprint(model) if cache_path is not None else None
+    keys = [_cache_key(weights, p, settings) for p in prompts]
+    todo = [i for i, key in enumerate(keys) if key not in cache]
+    if todo:
+        torch.manual_seed(seed)
+        texts = models.generate(model, tokenizer, [prompts[i] for i in todo], max_new_tokens=max_new_tokens,
+                                batch_size=batch_size, do_sample=True, temperature=temperature,
+                                num_return_sequences=k, progress=progress)
+        new = {keys[i]: texts[j * k:(j + 1) * k] for j, i in enumerate(todo)}
+        cache.update(new)
+        _append_cache(cache_path, new, model_tag)
+    return [list(cache[key]) for key in keys]
+
+
+def _read_cache(cache_path) -> dict:
     cache = {}
     if cache_path is not None and os.path.exists(cache_path):
         with open(cache_path, encoding="utf-8") as f:
@@ -636,20 +675,16 @@ def generate_cached(model, tokenizer, prompts, *, cache_path=None, model_tag="mo
                     cache[entry["key"]] = entry["text"]
                 except (ValueError, KeyError):
                     continue  # a line cut short by an interruption is simply generated again
-    weights = models.weights_fingerprint(model) if cache_path is not None else None
-    keys = [_cache_key(weights, p, settings) for p in prompts]
-    todo = [i for i, k in enumerate(keys) if k not in cache]
-    if todo:
-        texts = models.generate(model, tokenizer, [prompts[i] for i in todo], max_new_tokens=max_new_tokens,
-                                batch_size=batch_size, progress=progress)
-        for i, text in zip(todo, texts):
-            cache[keys[i]] = text
-        if cache_path is not None:
-            os.makedirs(os.path.dirname(os.path.abspath(cache_path)), exist_ok=True)
-            with open(cache_path, "a", encoding="utf-8") as f:
-                for i in todo:
-                    f.write(json.dumps({"key": keys[i], "tag": model_tag, "text": cache[keys[i]]}) + "\n")
-    return [cache[k] for k in keys]
+    return cache
+
+
+def _append_cache(cache_path, entries: dict, model_tag) -> None:
+    if cache_path is None or not entries:
+        return
+    os.makedirs(os.path.dirname(os.path.abspath(cache_path)), exist_ok=True)
+    with open(cache_path, "a", encoding="utf-8") as f:
+        for key, text in entries.items():
+            f.write(json.dumps({"key": key, "tag": model_tag, "text": text}) + "\n")
 
 
 def tool_call_scores(text, ground_truth, tools):

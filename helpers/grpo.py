@@ -49,6 +49,20 @@ def frac_zero_std(groups: list[list[float]]) -> float:
     return sum(zero_std(g) for g in groups) / len(groups) if groups else math.nan
 
 
+def pass_rate(rewards: list[float], full: float = 1.0, tol: float = ZERO_STD_TOL) -> float:
+    """Share of a prompt's samples that earned the full reward (for the binary reward: were exactly right)."""
+    return sum(r >= full - tol for r in rewards) / len(rewards) if rewards else float("nan")
+
+
+def learnable_band(groups: list[list[float]], tol: float = ZERO_STD_TOL) -> list[bool]:
+    """Difficulty targeting: a prompt is in the *learnable band* when its probe samples from the starting
+    policy do not all score the same. GRPO's advantage A_i = (r_i - mean r) / (std r + eps) is zero for
+    every completion of a group with std r = 0, so a prompt the policy always or never gets right costs a
+    step of sampling and teaches nothing; filtering on pass rate before training (as DAPO's dynamic
+    sampling does during it) spends the steps where the gradient is. One flag per group, in order."""
+    return [len(g) > 1 and not zero_std(g, tol) for g in groups]
+
+
 def keep_group(rewards: list[float], low: float = FILTER_LOW, high: float = FILTER_HIGH) -> bool:
     """Dynamic filtering (DAPO; STAR keeps groups whose mean accuracy is in (0.01, 0.99)): drop a group
     whose mean reward is outside (low, high), i.e. one that every sample (nearly) fails or solves.

@@ -142,6 +142,48 @@ def seed_summary(values) -> dict:
     return {"mean": mean, "ci": float(stats.t.ppf(0.975, len(xs) - 1) * sd / math.sqrt(len(xs))), "n_seeds": len(xs)}
 
 
+def question_means(records_by_seed: list[list[dict]], metric: str) -> list[float]:
+    """Per question, the mean of ``metric`` over seeds. records_by_seed: one list of scored records per seed
+    (evaluate.evaluate_tool_calls' records, each with an "id"), all on the same questions; a question
+    missing from a seed is an error rather than a silently smaller sample."""
+    if not records_by_seed or not records_by_seed[0]:
+        raise ValueError("question_means needs at least one seed with scored questions")
+    ids = [r["id"] for r in records_by_seed[0]]
+    by_seed = [{r["id"]: float(r[metric]) for r in recs} for recs in records_by_seed]
+    missing = [i for i, seen in enumerate(by_seed) if set(seen) != set(ids)]
+    if missing:
+        raise ValueError(f"seeds {missing} were scored on other questions than seed 0")
+    return [sum(seen[q] for seen in by_seed) / len(by_seed) for q in ids]
+
+
+def question_interval(records_by_seed: list[list[dict]], metric: str, *, n: int = 2000, seed: int = 0) -> dict:
+    """Mean of ``metric`` with a 95% percentile-bootstrap interval over *questions* (each question's
+    score first averaged over seeds): the uncertainty that comes from scoring a sample of questions,
+    which on 24-48 held-out rows is the larger one. {"mean", "low", "high", "n_questions", "n_seeds"}."""
+    from helpers.evaluate import bootstrap_ci
+    xs = question_means(records_by_seed, metric)
+    low, high = bootstrap_ci(xs, n=n, seed=seed)
+    return {"mean": sum(xs) / len(xs), "low": low, "high": high, "n_questions": len(xs), "n_seeds": len(records_by_seed)}
+
+
+def paired_difference(records_a: list[list[dict]], records_b: list[list[dict]], metric: str, *,
+                      n: int = 2000, seed: int = 0) -> dict:
+    """A minus B on the same questions, with a paired 95% bootstrap interval: resample questions, keep each
+    question's two scores together, so that what both get right or wrong cancels out.
+
+        d_q = mean_seeds(a_q) - mean_seeds(b_q),   CI = bootstrap percentile interval of mean_q(d_q)
+
+    An interval that excludes 0 is the evidence the lessons ask for before calling one arm better."""
+    from helpers.evaluate import bootstrap_ci
+    a, b = question_means(records_a, metric), question_means(records_b, metric)
+    ids_a, ids_b = [r["id"] for r in records_a[0]], [r["id"] for r in records_b[0]]
+    if ids_a != ids_b:
+        raise ValueError("paired_difference needs both arms scored on the same questions in the same order")
+    d = [x - y for x, y in zip(a, b)]
+    low, high = bootstrap_ci(d, n=n, seed=seed)
+    return {"mean": sum(d) / len(d), "low": low, "high": high, "n_questions": len(d)}
+
+
 def stage_table(rows: list[dict], metrics: list[str]) -> list[dict]:
     """Per-model rows ({"stage", "seed", "present", metric: value}) -> one row per stage, in first-seen
     order: "<metric>" the mean over seeds, "<metric>_ci" the seed_summary half-width, "seeds" how

@@ -530,6 +530,26 @@ def test_resume_continues_where_it_stopped(tmp_path):
     assert [h["loss"] for h in resumed] == pytest.approx([h["loss"] for h in uninterrupted], abs=1e-5)
 
 
+def test_validation_curve_scores_at_the_start_every_n_steps_and_the_end(tmp_path):
+    teacher, student = _tiny_pair()
+    records = _records(teacher, tmp_path)
+    seen = []
+
+    def score(model):
+        seen.append(model.training)
+        return {"entropy": D.mean_entropy(model, records[:2])}
+
+    hist = D.train_student(student, records, loss="ckd", m=8, steps=5, batch_size=2, lr=5e-3,
+                           eval_every=2, evaluate=score)
+    assert [h["step"] for h in hist if "eval" in h] == [0, 2, 4, 5]
+    assert [h["step"] for h in hist if "eval" not in h] == [1, 3]
+    assert seen == [False] * 4          # scored in eval mode ...
+    assert not student.training         # ... and the run ends in eval mode as before
+    assert hist[0]["seconds"] == 0.0 and all(h["eval"]["entropy"] > 0 for h in hist if "eval" in h)
+    # the scores follow the weights: the step-0 entropy is the untrained student's
+    assert hist[0]["eval"]["entropy"] != hist[-1]["eval"]["entropy"]
+
+
 def test_mean_entropy_is_bounded(tmp_path):
     teacher, student = _tiny_pair()
     records = _records(teacher, tmp_path)

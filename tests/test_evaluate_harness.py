@@ -91,6 +91,28 @@ def test_truncated_cache_line_is_regenerated(scripted, tmp_path):
     assert calls[-1] == ["b"]
 
 
+def test_sampled_completions_are_cached_per_prompt_and_seed(monkeypatch, tmp_path):
+    calls = []
+
+    def fake_generate(model, tokenizer, prompts, *, num_return_sequences=1, do_sample=False, **kwargs):
+        calls.append((list(prompts), num_return_sequences, do_sample, kwargs.get("temperature")))
+        return [f"{p}:{j}:{len(calls)}" for p in prompts for j in range(num_return_sequences)]
+
+    monkeypatch.setattr(models, "generate", fake_generate)
+    cache = str(tmp_path / "samples.jsonl")
+    first = evaluate.sample_cached(TINY, None, ["a", "b"], k=3, temperature=0.7, cache_path=cache)
+    assert first == [["a:0:1", "a:1:1", "a:2:1"], ["b:0:1", "b:1:1", "b:2:1"]]   # prompt-major k-lists
+    assert calls == [(["a", "b"], 3, True, 0.7)]
+    # a rerun reads them back; a new prompt alone is sampled
+    again = evaluate.sample_cached(TINY, None, ["b", "c", "a"], k=3, temperature=0.7, cache_path=cache)
+    assert again[0] == first[1] and again[2] == first[0] and calls[-1][0] == ["c"]
+    # another seed, k or temperature is another sample
+    evaluate.sample_cached(TINY, None, ["a"], k=3, temperature=0.7, seed=1, cache_path=cache)
+    evaluate.sample_cached(TINY, None, ["a"], k=2, temperature=0.7, cache_path=cache)
+    evaluate.sample_cached(TINY, None, ["a"], k=3, temperature=1.0, cache_path=cache)
+    assert len(calls) == 5
+
+
 def test_cache_misses_when_the_weights_change(scripted, tmp_path):
     """Same tag, new weights (a rerun with another learning rate into the same folder): generated again."""
     _, calls = scripted

@@ -42,3 +42,20 @@ def test_dynamic_filter_band():
 
 def test_to_unit():
     assert grpo.to_unit(-1.0, -1, 1) == 0.0 and grpo.to_unit(1.0, -1, 1) == 1.0 and grpo.to_unit(0, -3, 3) == 0.5
+
+
+def test_learnable_band_keeps_prompts_whose_samples_disagree():
+    groups = [[1, 1, 1, 1], [0, 0, 0, 0], [0, 1, 0, 0], [-1, -1, 0.4, -1], [0.5], []]
+    assert grpo.learnable_band(groups) == [False, False, True, True, False, False]
+    # a difference below the tolerance is no signal: GRPO's advantages would be (near) zero
+    assert grpo.learnable_band([[0.5, 0.5 + 1e-9]]) == [False]
+    # every group the band keeps has a non-zero GRPO advantage somewhere
+    for g, keep in zip(groups, grpo.learnable_band(groups)):
+        if keep:
+            assert any(abs(a) > 0.1 for a in grpo.group_advantages(g))
+
+
+def test_pass_rate_counts_full_rewards_only():
+    assert grpo.pass_rate([1, 0, 1, 0.99]) == 0.5
+    assert grpo.pass_rate([1.0, 1.0]) == 1.0 and grpo.pass_rate([0, -1]) == 0.0
+    assert math.isnan(grpo.pass_rate([]))

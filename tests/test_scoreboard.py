@@ -144,3 +144,35 @@ def test_model_info_gives_each_stage_its_training_time(tmp_path):
     assert fc["02_teacher"]["train_seconds"] == 812.5 and fc["embedded:base"]["train_seconds"] == 0.0
     assert fc["03_sim_seed0"]["train_seconds"] is None
     assert report.read_model_info(tmp_path / "nowhere") == {}
+
+
+def _recs(values, prefix="q"):
+    return [{"id": f"{prefix}{i}", "exact": v, "sim": float(v) * 0.5} for i, v in enumerate(values)]
+
+
+def test_question_interval_averages_seeds_per_question_first():
+    seeds = [_recs([1, 0, 1, 0]), _recs([1, 1, 0, 0])]
+    assert scoreboard.question_means(seeds, "exact") == [1.0, 0.5, 0.5, 0.0]
+    ci = scoreboard.question_interval(seeds, "exact")
+    assert ci["mean"] == 0.5 and ci["n_questions"] == 4 and ci["n_seeds"] == 2
+    assert 0.0 <= ci["low"] < 0.5 < ci["high"] <= 1.0
+
+
+def test_question_means_refuses_seeds_scored_on_other_questions():
+    with pytest.raises(ValueError, match="other questions"):
+        scoreboard.question_means([_recs([1, 0]), _recs([1, 0], prefix="x")], "exact")
+    with pytest.raises(ValueError, match="at least one seed"):
+        scoreboard.question_means([], "exact")
+
+
+def test_paired_difference_excludes_zero_only_for_a_consistent_gain():
+    better = [_recs([1] * 30)]
+    worse = [_recs([1] * 10 + [0] * 20)]
+    d = scoreboard.paired_difference(better, worse, "exact")
+    assert d["mean"] == pytest.approx(20 / 30) and d["low"] > 0
+    same = scoreboard.paired_difference(worse, worse, "exact")
+    assert same["mean"] == 0 and same["low"] == same["high"] == 0
+    mixed = scoreboard.paired_difference([_recs([1, 0] * 15)], [_recs([0, 1] * 15)], "exact")
+    assert mixed["low"] < 0 < mixed["high"]
+    with pytest.raises(ValueError, match="same questions"):
+        scoreboard.paired_difference(better, [list(reversed(worse[0]))], "exact")
