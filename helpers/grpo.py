@@ -453,6 +453,13 @@ def _no_advantage(h: dict) -> bool:
     return h.get("frac_reward_zero_std") == 1.0 or h.get(KEPT_FRACTION_KEY) == 0.0
 
 
+def effective_updates(log_rows: list[dict]) -> int:
+    """How many logged training steps could move the policy: those with a non-zero advantage somewhere
+    (some group with reward variance that the dynamic filter kept). A run of N steps with E effective
+    updates trained for E steps, whatever N says."""
+    return sum(1 for h in log_rows if ("reward" in h or "loss" in h) and not _no_advantage(h))
+
+
 def warnings_for(log_history: list[dict], max_completion_length: int | None = None) -> list[str]:
     """Plain-language warnings about the silent ways a GRPO run fails, read from ``trainer.state.log_history``
     (or CsvLogger rows). Each fires when the problem holds on average over the logged training steps:

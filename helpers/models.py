@@ -509,7 +509,8 @@ def load_policy(rt, *, model_id: str | None = None, lora: bool = True, four_bit:
 
 def load_teacher_student(rt):
     """(teacher, student, tokenizer). Both share one tokenizer, which top-k distillation needs.
-    gpu: Qwen2.5-1.5B-Instruct -> Qwen2.5-0.5B-Instruct; cpu: SmolLM2-135M -> its every-other-layer student."""
+    gpu: Qwen2.5-1.5B-Instruct -> Qwen2.5-0.5B-Instruct; cpu: SmolLM2-135M -> a fresh SmolLM2-135M (the pruned
+    student is the same id + STUDENT_SUFFIX)."""
     tok = load_tokenizer(rt.models["teacher"])
     teacher = load_causal_lm(rt.models["teacher"], dtype=rt.dtype, device=rt.device)
     student = load_causal_lm(rt.models["student"], dtype=rt.dtype, device=rt.device)

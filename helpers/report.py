@@ -23,6 +23,7 @@ REPORT_MD = "report.md"
 RUN_JSON = "run.json"          # written by the runner: profile, smoke, timings, commit
 MODEL_INFO = "tinyrl_info.json"  # beside a saved model: how long it trained, on what (read by the scoreboard)
 CSV_COLUMNS = ("notebook", "metric", "value", "profile", "smoke", "seed")
+SNAPSHOT_MAX_BYTES = 2_000_000   # a committed reference run stays small: metrics, tables, figures, no models
 # -----------------------------------------------------------------------------
 
 
@@ -283,6 +284,56 @@ def update_readme(readme, output_dir) -> Path:
     block = readme_block(output_dir)
     readme.write_text(text[:start + len(README_START)] + "\n" + block + text[end:])
     return readme
+
+
+def machine_summary() -> dict:
+    """What ran a notebook, for run.json: processor, cores, OS. No torch import (the runner stays light)."""
+    import platform
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "system": platform.system(), "python": platform.python_version()}
+
+
+def holds_run(output_dir) -> bool:
+    """Did the workbook runner (or a notebook) write into this folder?"""
+    output_dir = Path(output_dir)
+    return (output_dir / RUN_JSON).is_file() or bool(load_metrics(output_dir))
+
+
+def snapshot(output_dir, dest) -> list[Path]:
+    """Copy what a full run's results are made of into ``dest`` (replacing it): run.json (commit, dates,
+    knobs, machine per notebook), metrics/*.json, results.csv, report.md and figures/*.png; no models,
+    caches or executed notebooks. It is what results/reference/<profile>/ holds, and what the README's
+    results block and each notebook's reference cell are rendered from. Refuses a smoke run, a folder
+    without a run, and a snapshot over SNAPSHOT_MAX_BYTES."""
+    import shutil
+    output_dir, dest = Path(output_dir), Path(dest)
+    run = load_run(output_dir)
+    if not run:
+        raise ValueError(f"{output_dir} holds no {RUN_JSON}: not a folder written by the workbook runner")
+    if run.get("smoke"):
+        raise ValueError(f"{output_dir} is a smoke run: its numbers only prove that the pipeline runs")
+    write_report(output_dir)
+    files = [output_dir / RUN_JSON, output_dir / RESULTS_CSV, output_dir / REPORT_MD,
+             *sorted((output_dir / METRICS_SUBDIR).glob("*.json")), *sorted((output_dir / FIGURES_SUBDIR).glob("*.png"))]
+    size = sum(f.stat().st_size for f in files)
+    if size > SNAPSHOT_MAX_BYTES:
+        raise ValueError(f"the snapshot would hold {size / 1e6:.1f} MB (limit {SNAPSHOT_MAX_BYTES / 1e6:.0f} MB)")
+    if dest.exists():
+        shutil.rmtree(dest)
+    copied = []
+    for f in files:
+        target = dest / f.relative_to(output_dir)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(f, target)
+        copied.append(target)
+    return copied
 
 
 def default_output_dir() -> Path:

@@ -4,6 +4,7 @@
     python -m helpers.workbook run --profile gpu --only 00,03 --out runs/gpu
     python -m helpers.workbook list
     python -m helpers.workbook report --out runs/smoke
+    python -m helpers.workbook snapshot --out runs/cpu --to results/reference/cpu
 
 Imports stay light (no torch, no papermill until a run starts), so ``--help`` answers at once.
 """
@@ -178,7 +179,8 @@ def run(profile: str, out: Path, *, only: str | None = None, smoke: bool = False
             entry = {"notebook": nb.stem, "status": "failed", "error": str(err)}
             print(str(err), file=sys.stderr, flush=True)
             status = 1
-        entry.update(seconds=round(time.perf_counter() - t0, 1), commit=commit, started=started, parameters=knobs)
+        entry.update(seconds=round(time.perf_counter() - t0, 1), commit=commit, started=started, parameters=knobs,
+                     machine=report.machine_summary())
         record(out, profile, smoke, entry)
         freed = prune_checkpoints(out, nb.stem) if entry["status"] == "ok" and not keep_checkpoints else 0
         print(f"      {entry['status']} in {entry['seconds']:.0f} s"
@@ -208,6 +210,10 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("list", help="list the notebooks")
     p_rep = sub.add_parser("report", help="rebuild report.md and results.csv of a run folder")
     p_rep.add_argument("--out", type=Path, required=True)
+    p_snap = sub.add_parser("snapshot", help="copy a full run's run.json, metrics, results.csv, report and figures "
+                                             "into a folder that can be committed (e.g. results/reference/cpu)")
+    p_snap.add_argument("--out", type=Path, required=True, help="the run folder")
+    p_snap.add_argument("--to", type=Path, required=True, help="the snapshot folder (replaced)")
     p_readme = sub.add_parser("readme", help="put a full run's results tables into README.md (between its markers)")
     p_readme.add_argument("--out", type=Path, required=True, help="the run folder")
     p_readme.add_argument("--readme", type=Path, default=REPO_ROOT / "README.md")
@@ -217,17 +223,24 @@ def main(argv: list[str] | None = None) -> int:
         for nb in discover():
             print(nb.name)
         return 0
-    if args.command == "report":
-        md, csv = report.write_report(args.out)
-        print(f"report: {md}\nresults: {csv}")
-        return 0
-    if args.command == "readme":
-        try:
+    try:
+        if args.command == "report":
+            if not report.holds_run(args.out):
+                raise ValueError(f"{args.out} holds no run (no {report.RUN_JSON} and no {report.METRICS_SUBDIR}/): "
+                                 "give the folder a 'run --out' wrote")
+            md, csv = report.write_report(args.out)
+            print(f"report: {md}\nresults: {csv}")
+            return 0
+        if args.command == "snapshot":
+            files = report.snapshot(args.out, args.to)
+            print(f"snapshot: {len(files)} files, {sum(f.stat().st_size for f in files) / 1e6:.2f} MB in {args.to}")
+            return 0
+        if args.command == "readme":
             print(f"updated {report.update_readme(args.readme, args.out)}")
-        except ValueError as err:
-            print(f"error: {err}", file=sys.stderr)
-            return 2
-        return 0
+            return 0
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     from helpers.runtime import ProfileError
     try:
         return run(args.profile, args.out, only=args.only, smoke=args.smoke, seed=args.seed,

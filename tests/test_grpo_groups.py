@@ -59,3 +59,12 @@ def test_pass_rate_counts_full_rewards_only():
     assert grpo.pass_rate([1, 0, 1, 0.99]) == 0.5
     assert grpo.pass_rate([1.0, 1.0]) == 1.0 and grpo.pass_rate([0, -1]) == 0.0
     assert math.isnan(grpo.pass_rate([]))
+
+
+def test_effective_updates_count_steps_with_an_advantage():
+    rows = [{"reward": 0.5, "frac_reward_zero_std": 0.0, grpo.KEPT_FRACTION_KEY: 1.0},
+            {"reward": 1.0, "frac_reward_zero_std": 1.0, grpo.KEPT_FRACTION_KEY: 0.0},
+            {"reward": 0.2, "frac_reward_zero_std": 0.5, grpo.KEPT_FRACTION_KEY: 0.0},   # variance, but filtered out
+            {"train_runtime": 12.0}]                                                       # TRL's closing summary row
+    assert grpo.effective_updates(rows) == 1
+    assert grpo.effective_updates([]) == 0

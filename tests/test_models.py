@@ -71,7 +71,8 @@ def test_stale_cache_is_rebuilt(model_cache, monkeypatch):
 
 def test_student_keeps_every_other_layer(policy, rt):
     model, tok = policy
-    student = models.load_causal_lm(rt.models["student"])
+    assert rt.models["student"] == models.SMOLLM2_ID   # the cpu default: the teacher's size; pruning is opt-in
+    student = models.load_causal_lm(rt.models["student"] + models.STUDENT_SUFFIX)
     assert student.config.num_hidden_layers == 15
     # layer i of the student is layer 2i of the teacher
     t_w = model.model.layers[4].mlp.down_proj.weight

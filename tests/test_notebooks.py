@@ -59,6 +59,16 @@ class TestConventions:
                             if isinstance(n, ast.Name) and n.id.isupper() and n.id not in names | NOT_KNOBS:
                                 pytest.fail(f"{n.id} looks like a knob outside the parameters cell")
 
+    def test_papermill_reads_every_knob(self, path, caplog):
+        """papermill's own parser (what `papermill --help-notebook` and Colab's forms read) must see every
+        knob; a comment it cannot parse only logs a warning, so the count is what fails."""
+        from papermill.translators import PythonTranslator
+        cell = next(c for c in _code(_nb(path)) if "parameters" in c.get("metadata", {}).get("tags", []))
+        n_assign = sum(isinstance(node, ast.Assign) for node in ast.parse(_src(cell)).body)
+        with caplog.at_level("WARNING"):
+            parsed = PythonTranslator.inspect({"source": _src(cell)})
+        assert len(parsed) == n_assign, [r.getMessage() for r in caplog.records]
+
     def test_colab_badge_points_at_this_notebook(self, path):
         md = "".join(_src(c) for c in _nb(path)["cells"] if c["cell_type"] == "markdown")
         m = re.search(r"colab\.research\.google\.com/github/[^)\s]+/blob/main/notebooks/([^)\s]+\.ipynb)", md)

@@ -99,6 +99,38 @@ def test_report_command_rebuilds(tmp_path):
     assert "| acc | 0.25 |" in (tmp_path / "report.md").read_text()
 
 
+def test_report_on_a_folder_without_a_run_says_so_in_one_line(tmp_path, capsys):
+    assert workbook.main(["report", "--out", str(tmp_path / "nothing")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and "holds no run" in err and "\n" not in err
+    (tmp_path / "empty").mkdir()
+    assert workbook.main(["report", "--out", str(tmp_path / "empty")]) == 2
+    assert not (tmp_path / "empty" / "report.md").exists()
+
+
+def test_snapshot_copies_results_not_models_and_refuses_smoke_runs(tmp_path, capsys):
+    nbs = [_make_nb(tmp_path / "00_good.ipynb", [GOOD + '\nimport matplotlib; matplotlib.use("Agg")\n'
+                                                 'import matplotlib.pyplot as plt\nfig = plt.figure()\n'
+                                                 'report.save_figure(fig, OUTPUT_DIR, "00_good", "fig")'])]
+    out = tmp_path / "run"
+    assert workbook.run("cpu", out, notebooks=nbs) == 0
+    (out / "models" / "big").mkdir(parents=True)
+    (out / "models" / "big" / "model.safetensors").write_bytes(b"0" * 1000)
+    dest = tmp_path / "results" / "reference" / "cpu"
+    assert workbook.main(["snapshot", "--out", str(out), "--to", str(dest)]) == 0
+    names = sorted(str(p.relative_to(dest)) for p in dest.rglob("*") if p.is_file())
+    assert names == ["figures/00_good-fig.png", "metrics/00_good.json", "report.md", "results.csv", "run.json"]
+    entry = json.loads((dest / "run.json").read_text())["notebooks"][0]
+    assert entry["commit"] and entry["started"] and entry["machine"]["cores"] >= 1
+    # the snapshot is a run folder of its own: the README block renders from it as from the run
+    assert report.render_report(dest).count("00_good") == report.render_report(out).count("00_good")
+    smoke = tmp_path / "smoke"
+    assert workbook.run("cpu", smoke, smoke=True, notebooks=nbs) == 0
+    assert workbook.main(["snapshot", "--out", str(smoke), "--to", str(tmp_path / "s")]) == 2
+    assert "smoke run" in capsys.readouterr().err and not (tmp_path / "s").exists()
+    assert workbook.main(["snapshot", "--out", str(tmp_path / "none"), "--to", str(tmp_path / "s")]) == 2
+
+
 def test_metrics_must_be_scalars(tmp_path):
     with pytest.raises(TypeError, match="scalar"):
         report.write_metrics(tmp_path, "x", {"table": [1, 2]})
