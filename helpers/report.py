@@ -235,6 +235,10 @@ def write_report(output_dir) -> tuple[Path, Path]:
 
 
 README_START, README_END = "<!-- results:start -->", "<!-- results:end -->"
+LESSONS_START, LESSONS_END = "<!-- lessons:start -->", "<!-- lessons:end -->"
+README_TABLE_PREFIXES = ("Function calling", "Spanish to Wayuunaiki")   # the stage tables; the rest stay in report.md
+README_MAX_CHARS = 10_000        # the front page stays readable in five minutes; the record lives in docs/
+REFERENCE_ROOT = Path(__file__).resolve().parent.parent / "results" / "reference"   # <profile>/ = a snapshot
 
 
 def readme_block(output_dir) -> str:
@@ -270,20 +274,88 @@ def readme_block(output_dir) -> str:
     lines += ["Wall time per notebook: " + ", ".join(f"{e['notebook'][:2]} {_duration(e.get('seconds'))}" for e in entries)
               + f"; total {_duration(sum(e.get('seconds') or 0 for e in entries))}.", ""]
     for notebook, title, rows in tables:
+        if not title.startswith(README_TABLE_PREFIXES) or not _has_trained_stage(rows):
+            continue
         lines += [f"**{title}** ({notebook})", "", markdown_table(rows), ""]
+    lines += ["Every table of the run, with the failure breakdown by error type, is in its `report.md`."]
     return "\n".join(lines).rstrip() + "\n"
 
 
-def update_readme(readme, output_dir) -> Path:
-    """Replace the text between README_START and README_END in the README with readme_block(output_dir)."""
-    readme = Path(readme)
-    text = readme.read_text()
-    start, end = text.find(README_START), text.find(README_END)
+def _has_trained_stage(rows: list[dict]) -> bool:
+    """A stage table worth a place on the front page: some stage beyond the first (the base model) ran."""
+    return any(r.get("status", "ok") == "ok" for r in rows[1:])
+
+
+def _between(text: str, start_mark: str, end_mark: str, what: str) -> tuple[int, int]:
+    start, end = text.find(start_mark), text.find(end_mark)
     if start < 0 or end < start:
-        raise ValueError(f"{readme} has no {README_START} ... {README_END} block")
-    block = readme_block(output_dir)
-    readme.write_text(text[:start + len(README_START)] + "\n" + block + text[end:])
+        raise ValueError(f"{what} has no {start_mark} ... {end_mark} block")
+    return start + len(start_mark), end
+
+
+def lesson_minutes(run: dict, notebook_number: str) -> str:
+    """A lesson's wall time in a run, in minutes as the README shows it; "–" when the run did not finish it."""
+    for e in (run or {}).get("notebooks", []):
+        if e["notebook"][:2] == notebook_number and e.get("status") == "ok":
+            return f"{e.get('seconds', 0) / 60:.1f}"
+    return "–"
+
+
+def fill_lesson_table(text: str, cpu_run: dict, gpu_run: dict | None = None) -> str:
+    """The README's lessons table with its last two columns (minutes on two CPU cores, on a GPU) taken
+    from the reference runs: rows are "| NN | ... | cpu | gpu |"; a GPU column without a gpu reference
+    run says "not measured"."""
+    a, b = _between(text, LESSONS_START, LESSONS_END, "the README")
+    rows = []
+    for line in text[a:b].split("\n"):
+        cells = line.split("|")
+        if len(cells) >= 7 and cells[1].strip().isdigit():
+            number = cells[1].strip()
+            cells[-3] = f" {lesson_minutes(cpu_run, number)} "
+            cells[-2] = f" {lesson_minutes(gpu_run, number) if gpu_run else 'not measured'} "
+            line = "|".join(cells)
+        rows.append(line)
+    return text[:a] + "\n".join(rows) + text[b:]
+
+
+def render_readme(text: str, cpu_dir=None, gpu_dir=None) -> str:
+    """README text with its generated parts rendered from committed snapshots: the lessons' minutes (when
+    the README has a lessons block) and the results block (readme_block of the cpu snapshot). Defaults:
+    results/reference/cpu and results/reference/gpu (the latter absent until a gpu run is committed)."""
+    cpu = Path(cpu_dir or REFERENCE_ROOT / "cpu")
+    gpu = Path(gpu_dir or REFERENCE_ROOT / "gpu")
+    if LESSONS_START in text:
+        text = fill_lesson_table(text, load_run(cpu), load_run(gpu) or None)
+    a, b = _between(text, README_START, README_END, "the README")
+    return text[:a] + "\n" + readme_block(cpu) + text[b:]
+
+
+def update_readme(readme, output_dir=None) -> Path:
+    """Rewrite README's generated parts (render_readme) from the snapshot or run folder ``output_dir``
+    (default: results/reference/cpu)."""
+    readme = Path(readme)
+    readme.write_text(render_readme(readme.read_text(), output_dir))
     return readme
+
+
+def beside_reference(output_dir, notebook: str, profile: str, reference=None) -> tuple[str, list[dict]]:
+    """(header, rows): this run's metrics of ``notebook`` beside the committed reference run's, metric by
+    metric, so a reader compares against numbers the code printed rather than numbers typed in prose.
+    The header names the reference run's date, commit, knobs and machine."""
+    ref = Path(reference or REFERENCE_ROOT / profile)
+    theirs = next((m for m in load_metrics(ref) if m["notebook"] == notebook), None)
+    if theirs is None:
+        return f"no reference run of the {profile} profile holds {notebook} yet (results/reference/{profile}/)", []
+    mine = next((m for m in load_metrics(output_dir) if m["notebook"] == notebook), {})
+    entry = next((e for e in load_run(ref).get("notebooks", []) if e["notebook"] == notebook), {})
+    machine = entry.get("machine") or {}
+    header = (f"reference: the {profile} run of {str(entry.get('started'))[:10]} at commit {entry.get('commit')}, "
+              f"{_duration(entry.get('seconds'))}, knobs {_knobs(entry.get('parameters')) or 'defaults'}"
+              + (f", on {machine.get('cpu')} ({machine.get('cores')} cores)" if machine else "")
+              + ("; this run is a smoke run: shrunk steps and data" if mine.get("smoke") else ""))
+    keys = list(dict.fromkeys([*theirs.get("metrics", {}), *mine.get("metrics", {})]))
+    rows = [{"metric": k, "this run": mine.get("metrics", {}).get(k), "reference": theirs["metrics"].get(k)} for k in keys]
+    return header, rows
 
 
 def machine_summary() -> dict:

@@ -214,8 +214,9 @@ def main(argv: list[str] | None = None) -> int:
                                              "into a folder that can be committed (e.g. results/reference/cpu)")
     p_snap.add_argument("--out", type=Path, required=True, help="the run folder")
     p_snap.add_argument("--to", type=Path, required=True, help="the snapshot folder (replaced)")
-    p_readme = sub.add_parser("readme", help="put a full run's results tables into README.md (between its markers)")
-    p_readme.add_argument("--out", type=Path, required=True, help="the run folder")
+    p_readme = sub.add_parser("readme", help="render README.md's lesson minutes and results tables from the reference "
+                                             "snapshots (results/reference/<profile>/)")
+    p_readme.add_argument("--out", type=Path, help="a snapshot folder, e.g. results/reference/cpu (default: that one)")
     p_readme.add_argument("--readme", type=Path, default=REPO_ROOT / "README.md")
     args = parser.parse_args(argv)
 

@@ -77,3 +77,8 @@ def test_install_script_puts_cpu_torch_first():
     script = (ROOT / "scripts" / "install.sh").read_text()
     assert script.index("torch==2.13.0") < script.index("-e \".[")
     assert "import torch" in script  # an existing torch (Colab) is never replaced
+
+
+def test_repository_url_is_one_address():
+    from helpers import REPOSITORY
+    assert _pyproject()["project"]["urls"]["Repository"] == REPOSITORY

@@ -11,6 +11,8 @@ NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 REQUIRED_KNOBS = {"PROFILE", "SMOKE", "SEED", "OUTPUT_DIR"}
 # Upper-case names a notebook may define outside its parameters cell: not knobs.
 NOT_KNOBS = {"ROOT", "NB"}
+MONTHS = "January|February|March|April|May|June|July|August|September|October|November|December"
+DATED = re.compile(rf"\b\d{{1,2}} ({MONTHS})\b|\b({MONTHS}) \d{{1,2}}, 20\d\d\b|\b20\d\d-\d\d-\d\d\b")
 
 
 def _nb(path):
@@ -74,6 +76,29 @@ class TestConventions:
         m = re.search(r"colab\.research\.google\.com/github/[^)\s]+/blob/main/notebooks/([^)\s]+\.ipynb)", md)
         assert m and m.group(1) == path.name
         assert "colab-badge.svg" in md
+
+    def test_repository_address_is_the_one_in_helpers(self, path):
+        """Badge and setup cell use helpers.REPOSITORY, so a move of the repository is one edit plus this test."""
+        from helpers import REPOSITORY
+        text = "".join(_src(c) for c in _nb(path)["cells"])
+        owner_repo = REPOSITORY.removeprefix("https://github.com/")
+        badges = re.findall(r"colab\.research\.google\.com/github/([^/]+/[^/]+)/blob/", text)
+        clones = re.findall(r'"git", "clone", "--depth", "1", "([^"]+)"', text)
+        assert badges == [owner_repo] and clones == [REPOSITORY], (badges, clones)
+
+    def test_no_dated_measurements_in_prose(self, path):
+        """Numbers of a past run belong in docs/results.md; a notebook's reference numbers come from the
+        committed snapshot (report.beside_reference), printed by code."""
+        for cell in _nb(path)["cells"]:
+            if cell["cell_type"] != "markdown":
+                continue
+            text = _src(cell)
+            assert not DATED.search(text), DATED.search(text).group(0)
+            assert "Reference numbers" not in text
+
+    def test_shows_the_reference_run_beside_this_one(self, path):
+        code = "".join(_src(c) for c in _code(_nb(path)))
+        assert "report.beside_reference(OUTPUT_DIR, NB, rt.profile)" in code
 
     def test_setup_cell_works_everywhere(self, path):
         code = [_src(c) for c in _code(_nb(path))]
