@@ -121,3 +121,11 @@ class TestConventions:
             for node in ast.walk(ast.parse(_src(cell))):
                 assert not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)), \
                     "functions and classes belong in helpers/, not in a notebook"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_parameters_cell_comments_are_one_line(path):
+    """A lesson's knobs read at a glance: one comment line per knob; the history of a choice lives in docs/."""
+    cell = next(c for c in _code(_nb(path)) if "parameters" in c.get("metadata", {}).get("tags", []))
+    continued = [line for line in _src(cell).splitlines() if line.lstrip().startswith("#") and line.startswith(" ")]
+    assert not continued, continued
