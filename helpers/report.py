@@ -400,10 +400,14 @@ def snapshot(output_dir, dest) -> list[Path]:
     if dest.exists():
         shutil.rmtree(dest)
     copied = []
+    here = str(output_dir.resolve())
     for f in files:
         target = dest / f.relative_to(output_dir)
         target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(f, target)
+        if f.suffix in (".json", ".md", ".csv"):   # the run folder's own path says nothing to a reader: DIR
+            target.write_text(f.read_text().replace(here, "DIR"))
+        else:
+            shutil.copy2(f, target)
         copied.append(target)
     return copied
 

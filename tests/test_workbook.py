@@ -120,6 +120,7 @@ def test_snapshot_copies_results_not_models_and_refuses_smoke_runs(tmp_path, cap
     assert workbook.main(["snapshot", "--out", str(out), "--to", str(dest)]) == 0
     names = sorted(str(p.relative_to(dest)) for p in dest.rglob("*") if p.is_file())
     assert names == ["figures/00_good-fig.png", "metrics/00_good.json", "report.md", "results.csv", "run.json"]
+    assert str(out.resolve()) not in "".join(p.read_text() for p in dest.rglob("*") if p.suffix in (".json", ".md", ".csv"))
     entry = json.loads((dest / "run.json").read_text())["notebooks"][0]
     assert entry["commit"] and entry["started"] and entry["machine"]["cores"] >= 1
     # the snapshot is a run folder of its own: the README block renders from it as from the run
