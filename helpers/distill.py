@@ -740,18 +740,42 @@ def load_checkpoint(path, model, optimizer) -> tuple[int, list[dict]]:
     return state["step"], state["history"]
 
 
+def _world() -> tuple[int, int]:
+    """(rank, processes) of an initialised torch.distributed group, else (0, 1)."""
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _average_across_ranks(tensors, size: int) -> None:
+    """All-reduce in place and divide by the number of processes: what DDP does to gradients."""
+    for t in tensors:
+        torch.distributed.all_reduce(t)
+        t.div_(size)
+
+
 def train_student(student, records: list[dict], *, loss: str = "ckd", steps: int = 100, lr: float = 5e-5,
                   batch_size: int = 4, seed: int = 0, pad_id: int = 0, teacher=None, checkpoint=None,
                   save_every: int = 25, grad_clip: float = 1.0, progress: bool = False, stop_after: int | None = None,
-                  eval_every: int = 0, evaluate=None, **loss_kwargs) -> list[dict]:
+                  eval_every: int = 0, evaluate=None, trace=None, **loss_kwargs) -> list[dict]:
     """Train ``student`` on cached teacher records for ``steps`` optimizer steps and return the history
     [{"step", "loss", "seconds"}]. With ``checkpoint`` (a file path) the run saves every ``save_every``
     steps and at the end, and a rerun resumes from the saved step (nanoGPT's init_from='resume').
     ``stop_after`` ends this call after that many new steps (saving first): a time budget for Colab
     sessions, and how the tests interrupt a run. ``evaluate(student) -> dict`` every ``eval_every`` steps
     (and at step 0) draws a validation curve: its dict goes into that step's history entry under "eval"
-    (step 0 as an entry of its own); its time is not counted in "seconds"."""
+    (step 0 as an entry of its own); its time is not counted in "seconds".
+
+    Under a multi-process launch (torch.distributed initialised, e.g. ``accelerate launch``) every rank
+    takes its share of each step's batch (rank r: records r, r + n, ...), the gradients are averaged
+    across ranks before the update (the same weights everywhere, as DDP keeps them), the logged loss is
+    the ranks' mean, and rank 0 alone writes the checkpoint. ``trace`` (a file path) gets one line per
+    step with the record ids this rank trained on."""
     import time
+    rank, size = _world()
+    if size > batch_size:
+        raise ValueError(f"batch_size {batch_size} is split across {size} processes: use at least {size}")
     params = [p for p in student.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     start, history = 0, []
@@ -771,23 +795,36 @@ def train_student(student, records: list[dict], *, loss: str = "ckd", steps: int
         # cosine decay to 10% of lr, computed from the step so resumed runs follow the same schedule
         for group in optimizer.param_groups:
             group["lr"] = lr * (0.1 + 0.9 * 0.5 * (1 + torch.cos(torch.tensor(step / max(1, steps) * torch.pi)).item()))
-        batch = to_device(collate_cached([records[i] for i in plan[step]], pad_id=pad_id), device)
+        mine = plan[step][rank::size]
+        batch = to_device(collate_cached([records[i] for i in mine], pad_id=pad_id), device)
         with runtime.autocast_for(device):
             value = step_loss(student, batch, loss, teacher=teacher, **loss_kwargs)
         optimizer.zero_grad(set_to_none=True)
         value.backward()
+        logged = value.detach().float().clone()
+        if size > 1:
+            _average_across_ranks([p.grad for p in params if p.grad is not None] + [logged], size)
         torch.nn.utils.clip_grad_norm_(params, grad_clip)
         optimizer.step()
-        history.append({"step": step + 1, "loss": float(value.detach()), "seconds": time.perf_counter() - t0})
+        history.append({"step": step + 1, "loss": float(logged), "seconds": time.perf_counter() - t0})
+        if trace is not None:
+            _trace_step(trace, step + 1, [records[i].get("id", i) for i in mine], float(value.detach()))
         if evaluate is not None and eval_every > 0 and ((step + 1) % eval_every == 0 or step + 1 == steps):
             history[-1]["eval"] = _scored(evaluate, student)
         stopping = stop_after is not None and step + 1 - start >= stop_after
-        if checkpoint is not None and ((step + 1) % save_every == 0 or step + 1 == steps or stopping):
+        if checkpoint is not None and rank == 0 and ((step + 1) % save_every == 0 or step + 1 == steps or stopping):
             save_checkpoint(checkpoint, student, optimizer, step + 1, history)
         if stopping:
             break
     student.eval()
     return history
+
+
+def _trace_step(path, step: int, ids: list, local_loss: float) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as f:
+        f.write(json.dumps({"step": step, "ids": ids, "loss": local_loss}) + "\n")
 
 
 def _scored(evaluate, model) -> dict:

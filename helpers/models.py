@@ -341,7 +341,8 @@ def load_causal_lm(model_id: str, *, dtype=None, four_bit: bool = False, device:
         if device != "cuda":
             raise ModelUnavailableError("4-bit loading is for the gpu profile; the cpu profile trains dense fp32")
         kwargs["quantization_config"] = bnb_4bit_config(dtype)
-        kwargs["device_map"] = {"": 0}
+        # this process's GPU: under a multi-GPU launch each rank loads its own copy on its own card
+        kwargs["device_map"] = {"": torch.cuda.current_device()}
     source = resolve_model_dir(model_id)
     if isinstance(source, str) and is_adapter_dir(source):
         source = merged_dir(source, dtype=dtype)

@@ -154,15 +154,18 @@ def last_checkpoint(output_dir) -> str | None:
     return get_last_checkpoint(str(output_dir)) if Path(output_dir).is_dir() else None
 
 
-def train(model, tokenizer, dataset, config, *, resume: bool = True, callbacks=None):
+def train(model, tokenizer, dataset, config, *, resume: bool = True, callbacks=None, wrap_collator=None):
     """Train with TRL's SFTTrainer; resumes from the newest checkpoint in ``config.output_dir``.
-    Returns the trainer (its ``state.log_history`` holds the loss curve)."""
+    ``wrap_collator(collator) -> collator`` replaces the trainer's data collator (train.trace_collator
+    records what each rank trained on). Returns the trainer (its ``state.log_history`` holds the loss curve)."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     models.score_labelled_positions_only()
     from trl import SFTTrainer
     trainer = SFTTrainer(model=model, args=config, train_dataset=dataset, processing_class=tokenizer, callbacks=callbacks)
     if config.fp16:
         models.cast_trainable_to_fp32(trainer.model)  # fp16 GradScaler needs fp32 LoRA weights (see models)
+    if wrap_collator is not None:
+        trainer.data_collator = wrap_collator(trainer.data_collator)
     ckpt = last_checkpoint(config.output_dir) if resume else None
     trainer.train(resume_from_checkpoint=ckpt)
     return trainer
