@@ -149,9 +149,15 @@ def validation_curve(score, every: int, *, log=print):
 
 
 def last_checkpoint(output_dir) -> str | None:
-    """The newest checkpoint-N folder, so a rerun after an interruption resumes instead of restarting."""
-    from transformers.trainer_utils import get_last_checkpoint
-    return get_last_checkpoint(str(output_dir)) if Path(output_dir).is_dir() else None
+    """The newest *complete* checkpoint-N folder, so a rerun after an interruption resumes instead of
+    restarting. The Trainer writes trainer_state.json last and not atomically, so a run killed mid-save
+    leaves a checkpoint-N without it; resuming from that one would fail, so it is skipped."""
+    folder = Path(output_dir)
+    if not folder.is_dir():
+        return None
+    complete = [p for p in folder.glob("checkpoint-*")
+                if p.name.split("-")[-1].isdigit() and (p / "trainer_state.json").is_file()]
+    return str(max(complete, key=lambda p: int(p.name.split("-")[-1]))) if complete else None
 
 
 def train(model, tokenizer, dataset, config, *, resume: bool = True, callbacks=None, wrap_collator=None):

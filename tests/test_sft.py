@@ -127,6 +127,18 @@ def _count_dataset():
                               for i in range(8)])
 
 
+def test_last_checkpoint_skips_one_killed_mid_save(tmp_path):
+    assert sft.last_checkpoint(tmp_path / "absent") is None
+    assert sft.last_checkpoint(tmp_path) is None
+    for step, complete in ((2, True), (10, True), (12, False)):   # 12: killed before trainer_state.json
+        (tmp_path / f"checkpoint-{step}").mkdir()
+        (tmp_path / f"checkpoint-{step}" / "model.safetensors").write_bytes(b"")
+        if complete:
+            (tmp_path / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")
+    (tmp_path / "checkpoint-x").mkdir()
+    assert sft.last_checkpoint(tmp_path).endswith("checkpoint-10")   # 10 > 2 numerically, and 12 is incomplete
+
+
 @pytest.mark.slow
 def test_training_resumes_from_the_last_checkpoint(tmp_path, tok):
     rt = runtime.setup("cpu", verbose=False)

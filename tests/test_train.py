@@ -125,6 +125,23 @@ def _launch(stage: str, out: Path, *args: str, timeout: int = 600) -> dict:
     return results[0]
 
 
+def _kill_tree(proc: subprocess.Popen) -> None:
+    """SIGKILL a launch and every worker it started. torchrun starts each rank in a session of its own,
+    so killing the launcher's process group leaves the ranks running (one would go on writing the next
+    checkpoint while the relaunch reads it): collect the whole tree first, then kill and reap it."""
+    import psutil   # accelerate's own dependency
+    root = psutil.Process(proc.pid)
+    tree = [root, *root.children(recursive=True)]
+    for p in tree:
+        try:
+            p.send_signal(signal.SIGKILL)
+        except psutil.NoSuchProcess:
+            pass
+    proc.wait(timeout=60)
+    _, alive = psutil.wait_procs(tree, timeout=60)
+    assert not alive, f"still running after SIGKILL: {alive}"
+
+
 def _checkpoints(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.glob("checkpoint-*"))
 
@@ -163,10 +180,10 @@ def test_a_killed_two_process_sft_launch_resumes(tmp_path):
     while not (ckpt_dir / "checkpoint-2" / "trainer_state.json").is_file():
         assert proc.poll() is None and time.time() < deadline, "the first launch ended before its first checkpoint"
         time.sleep(0.2)
-    os.killpg(proc.pid, signal.SIGKILL)   # the launcher and both ranks, mid-run
-    proc.wait(timeout=60)
+    _kill_tree(proc)   # the launcher and both ranks, mid-run
     assert not (tmp_path / "models" / "02_teacher").exists()
-    killed_at = max(int(name.split("-")[1]) for name in _checkpoints(ckpt_dir))
+    killed_at = max(int(name.split("-")[1]) for name in _checkpoints(ckpt_dir)
+                    if (ckpt_dir / name / "trainer_state.json").is_file())
     assert killed_at < 6
 
     result = _launch("sft", tmp_path, *args)
