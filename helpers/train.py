@@ -212,6 +212,22 @@ def grpo_candidates(rt, rows: list[dict], tokenizer, n: int, *, max_completion_l
     return models.shortest_prompt_rows(usable, tokenizer, n, desc_chars)
 
 
+def difficulty_probe(policy, tokenizer, rows: list[dict], *, k: int, temperature: float, max_new_tokens: int,
+                     desc_chars, seed: int = 0, cache_path=None, model_tag: str = "probe") -> dict:
+    """Sample the starting policy ``k`` times per candidate prompt, as GRPO will (the same rendered prompt,
+    temperature, no top-k), and score every sample with both tool-call rewards:
+    {"binary": [[r_1..r_k] per row], "sim": [...]}. Cached (evaluate.sample_cached, keyed on the weights).
+    ``grpo.learnable_band(probe[name])`` then keeps the prompts whose samples disagree under reward ``name``;
+    ``grpo.pass_rate`` of the binary groups is the histogram notebook 03 draws."""
+    from helpers import evaluate, grpo, rewards
+    prompts = grpo.tool_call_dataset(rows, tokenizer, desc_chars=desc_chars)["prompt"]   # what GRPO samples from
+    samples = evaluate.sample_cached(policy, tokenizer, prompts, k=k, temperature=temperature, seed=seed,
+                                     cache_path=None if cache_path is None else str(cache_path), model_tag=model_tag,
+                                     max_new_tokens=max_new_tokens, batch_size=8)
+    return {name: [[fn(t, r["ground_truth"], r["tools"]) for t in texts] for r, texts in zip(rows, samples)]
+            for name, fn in (("binary", rewards.binary_reward), ("sim", rewards.sim_reward))}
+
+
 def topk_records(teacher, tokenizer, examples: list[dict], cache_path, *, top_k: int, batch_size: int,
                  max_length: int, model_id: str) -> list[dict]:
     """The teacher's top-k log-probabilities on every completion token of ``examples`` ({"id", "prompt",

@@ -253,3 +253,27 @@ def test_bfcl_budget_reaches_the_generator(scripted, tmp_path, monkeypatch):
     assert seen == [evaluate.BFCL_MAX_NEW_TOKENS["simple"], evaluate.BFCL_MAX_NEW_TOKENS["parallel"]]
     evaluate.evaluate_bfcl(TINY, Tok(), rows, max_new_tokens=16)
     assert seen[2:] == [16, 16]
+
+
+def test_difficulty_probe_scores_every_sample_and_finds_the_band(monkeypatch, tmp_path):
+    """notebook 03's probe: k samples per prompt, each scored by both rewards, prompt-major; the band is the
+    prompts whose samples disagree. A scripted sampler gives row 0 a mix, row 1 all right, row 2 all wrong."""
+    from helpers import grpo, train
+    rows = [r for r in data.load_xlam(download=False) if r["ground_truth"]][:3]
+    tok = Tok()
+    prompts = grpo.tool_call_dataset(rows, tok)["prompt"]
+    right = {p: rewards.render_tool_calls(r["ground_truth"]) for p, r in zip(prompts, rows)}
+    script = {prompts[0]: [right[prompts[0]], "no idea", right[prompts[0]], "no idea"],
+              prompts[1]: [right[prompts[1]]] * 4, prompts[2]: ["no idea"] * 4}
+
+    def fake_generate(model, tokenizer, ps, *, num_return_sequences=1, do_sample=False, **kwargs):
+        assert do_sample and num_return_sequences == 4
+        return [t for p in ps for t in script[p]]
+
+    monkeypatch.setattr(models, "generate", fake_generate)
+    probe = train.difficulty_probe(TINY, tok, rows, k=4, temperature=1.0, max_new_tokens=96, desc_chars=None,
+                                   cache_path=tmp_path / "probe.jsonl")
+    assert probe["binary"] == [[1.0, 0.0, 1.0, 0.0], [1.0] * 4, [0.0] * 4]
+    assert probe["sim"][1] == [1.0] * 4 and probe["sim"][0][0] == 1.0 and probe["sim"][0][1] < 1.0
+    assert grpo.learnable_band(probe["binary"]) == [True, False, False]
+    assert [grpo.pass_rate(g) for g in probe["binary"]] == [0.5, 1.0, 0.0]
