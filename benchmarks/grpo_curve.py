@@ -13,10 +13,13 @@ and every ``--eval-every`` steps (scoring time is not counted as training time).
 Which rows it scores (``--rows``): by default the *tuning* rows, the xLAM validation rows that notebook 03's
 48-row held-out sample does not contain, so that a setting chosen here is not chosen on the rows the notebook
 reports ("eval" scores those, to reproduce a notebook figure; never choose on them). Generations are cached in
-``--out`` (keyed on the weights), so configurations from the same ``--init`` share their step-0 score and probe. The learning rate is constant, so the first 10 steps of a longer
-run train at the rate a 10-step run does. At the end it also prints how many steps' groups had any reward variance: only those
-could train (the dynamic filter can drop some of them too). ``--save`` writes the merged policy (full weights), to score on BFCL once,
-afterwards, with ``sft_curve.py --init DIR --steps 0``.
+``--out`` (keyed on the weights), so configurations from the same ``--init`` share their step-0 score and probe.
+Every later point carries its paired 95% bootstrap interval of the gain over step 0 (scoreboard.paired_difference).
+
+The learning rate is constant, so the first 10 steps of a longer run train at the rate a 10-step run does. At the
+end it also prints the training reward per step and how many steps' groups had any reward variance: only those
+could train (the dynamic filter can drop some of them too). ``--save`` writes the merged policy (full weights), to
+score on BFCL once, afterwards, with ``sft_curve.py --init DIR --steps 0``.
 """
 
 import argparse
@@ -106,6 +109,8 @@ def main() -> None:
     curve = [{"step": 0, **score(policy.eval()), "seconds": round(time.perf_counter() - t0, 1)}]
     print(json.dumps(curve[0]), flush=True)
 
+    # seed again: whether the probe was sampled or read from the cache must not change the run's samples
+    runtime.seed_everything(args.seed)
     policy = models.apply_lora(policy, four_bit=False, gradient_checkpointing=False)
     name = f"{args.reward}_g{args.num_generations}_p{args.prompts_per_step}_lr{args.lr:g}_t{args.temperature:g}_seed{args.seed}"
     config = grpo.grpo_config(rt, args.out / f"checkpoints_{name}", max_steps=args.steps,

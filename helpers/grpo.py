@@ -105,8 +105,8 @@ GRPO_LEARNING_RATE = 1e-5   # LoRA rate (TRL's default 1e-6 is a full fine-tunin
 # Function-calling GRPO per profile: notebook 03's "auto" values, and what benchmarks/grpo_curve.py reproduces.
 # gpu: STAR's group of 8; cpu: a group of 4 x 96 tokens fits a step in tens of seconds on two cores. The cpu
 # rate, 1e-4, was chosen with benchmarks/grpo_curve.py on the tuning rows (xLAM validation rows outside notebook
-# 03's held-out sample), 30 steps from the SFT model: 3e-4 lowered their Sim-RL score at every point of the
-# curve, 1e-4 (one or two prompt groups per step) left it where it started (docs/results.md, 6 December 2026).
+# 03's held-out sample) from the SFT model: 3e-4 lowered their Sim-RL score (by 0.17 after 30 steps), 1e-4 with
+# one or two prompt groups per step left it where it started (one seed each; docs/results.md, 6 December 2026).
 TOOL_CALL_DEFAULTS = {
     "gpu": {"num_generations": 8, "max_completion_length": 256, "learning_rate": GRPO_LEARNING_RATE},
     "cpu": {"num_generations": 4, "max_completion_length": 96, "learning_rate": 1e-4},
