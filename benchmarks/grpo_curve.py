@@ -61,7 +61,7 @@ def main() -> None:
     ap.add_argument("--save", type=Path, help="save the merged policy and tokenizer here")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
-    if args.steps < 1 or args.eval_every < 1 or args.prompts_per_step < 1 or args.probe_samples == 1:
+    if args.steps < 1 or args.eval_every < 1 or args.prompts_per_step < 1 or args.probe_samples < 0 or args.probe_samples == 1:
         ap.error("--steps, --eval-every and --prompts-per-step must be at least 1 and --probe-samples 0 or at least 2 "
                  "(score a saved model with sft_curve.py --steps 0)")
 
@@ -76,6 +76,8 @@ def main() -> None:
     held_out = evaluate.sample_rows(val_rows, args.n_eval, seed=0)   # notebook 03's eval_rows
     held_ids = {r["id"] for r in held_out}
     val = held_out if args.rows == "eval" else [r for r in val_rows if r["id"] not in held_ids]
+    if not val:
+        ap.error(f"no {args.rows} rows: --n-eval {args.n_eval} takes all {len(val_rows)} validation rows")
     candidates = train.grpo_candidates(rt, train_rows, tok, N_TRAIN_PROMPTS, max_completion_length=completion_length,
                                        desc_chars=desc_chars)   # notebook 03's cpu choice: the shortest answerable
     args.out.mkdir(parents=True, exist_ok=True)
