@@ -848,7 +848,8 @@ def mean_entropy(model, records: list[dict], batch_size: int = 4, pad_id: int = 
         batch = to_device(collate_cached(records[i:i + batch_size], pad_id=pad_id), device)
         mask = batch["loss_mask"]
         first = first_counted(mask)
-        logits = lm_logits(model, batch["input_ids"], batch["attention_mask"], first).float()
+        with runtime.autocast_for(device):   # as the training forward; about 1.5x faster on two bf16 cores
+            logits = lm_logits(model, batch["input_ids"], batch["attention_mask"], first).float()
         logp = torch.log_softmax(logits, dim=-1)
         ent = -(logp.exp() * logp).sum(-1)[mask[:, first:]]
         total, count = total + float(ent.sum()), count + ent.numel()
