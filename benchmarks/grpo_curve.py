@@ -4,7 +4,7 @@
         --prompts-per-step 2 --seed 0 --out runs/grpo_tune --json runs/grpo_tune/sim_p2.json
 
 Notebook 03 on the cpu profile gives each GRPO run 10 steps and scores it once, at the end. This script runs the
-same configuration (grpo.grpo_settings, the 200 shortest answerable xLAM training prompts, the difficulty probe
+same configuration (grpo.grpo_settings, the 120 shortest answerable xLAM training prompts, the difficulty probe
 and its learnable band as notebook 03 draws them, LoRA at notebook 03's cpu learning rate, one prompt group per
 step, dynamic filtering) for as many steps as asked, with the knobs the lessons issue asks to choose (group size,
 prompt groups per step, temperature, learning rate), and scores greedy format-valid / exact / Sim-RL at step 0
@@ -31,7 +31,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 # notebook 03's cpu settings: its "auto" values (grpo.TOOL_CALL_DEFAULTS) and parameters cell
-N_TRAIN_PROMPTS = 200
+N_TRAIN_PROMPTS = 120   # the sweep of 6 December (docs/results.md) ran with 200: --train-prompts 200
 BETA, EPSILON = 1e-3, 0.2
 
 
@@ -50,6 +50,7 @@ def main() -> None:
     ap.add_argument("--rows", choices=["tune", "eval"], default="tune",
                     help="tune: the validation rows outside notebook 03's held-out sample (default); eval: that sample")
     ap.add_argument("--n-eval", type=int, default=48, help="notebook 03's held-out sample size (N_EVAL)")
+    ap.add_argument("--train-prompts", type=int, default=N_TRAIN_PROMPTS, help="candidates probed (N_TRAIN_PROMPTS)")
     ap.add_argument("--prompts-per-step", type=int, default=1, help="prompt groups per optimizer step")
     ap.add_argument("--temperature", type=float, default=1.0, help="sampling temperature of the groups and the probe")
     ap.add_argument("--probe-samples", type=int, default=4,
@@ -61,8 +62,9 @@ def main() -> None:
     ap.add_argument("--save", type=Path, help="save the merged policy and tokenizer here")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
-    if args.steps < 1 or args.eval_every < 1 or args.prompts_per_step < 1 or args.probe_samples < 0 or args.probe_samples == 1:
-        ap.error("--steps, --eval-every and --prompts-per-step must be at least 1 and --probe-samples 0 or at least 2 "
+    if (args.steps < 1 or args.eval_every < 1 or args.prompts_per_step < 1 or args.train_prompts < 1
+            or args.probe_samples < 0 or args.probe_samples == 1):
+        ap.error("--steps, --eval-every, --train-prompts and --prompts-per-step must be at least 1 and --probe-samples 0 or at least 2 "
                  "(score a saved model with sft_curve.py --steps 0)")
 
     from helpers import data, evaluate, models, rewards, runtime, scoreboard, sft, train
@@ -78,7 +80,7 @@ def main() -> None:
     val = held_out if args.rows == "eval" else [r for r in val_rows if r["id"] not in held_ids]
     if not val:
         ap.error(f"no {args.rows} rows: --n-eval {args.n_eval} takes all {len(val_rows)} validation rows")
-    candidates = train.grpo_candidates(rt, train_rows, tok, N_TRAIN_PROMPTS, max_completion_length=completion_length,
+    candidates = train.grpo_candidates(rt, train_rows, tok, args.train_prompts, max_completion_length=completion_length,
                                        desc_chars=desc_chars)   # notebook 03's cpu choice: the shortest answerable
     args.out.mkdir(parents=True, exist_ok=True)
     runtime.seed_everything(args.seed)
