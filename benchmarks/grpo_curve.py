@@ -3,9 +3,9 @@
     OMP_NUM_THREADS=2 python benchmarks/grpo_curve.py --init DIR --reward sim --steps 30 --eval-every 10 \
         --prompts-per-step 2 --seed 0 --out runs/grpo_tune --json runs/grpo_tune/sim_p2.json
 
-Notebook 03 on the cpu profile gives each GRPO run 10 steps and scores it once, at the end. This script runs the
-same configuration (grpo.grpo_settings, the 120 shortest answerable xLAM training prompts, the difficulty probe
-and its learnable band as notebook 03 draws them, LoRA at notebook 03's cpu learning rate, one prompt group per
+Notebook 03 on the cpu profile gives each GRPO run its default steps (grpo.TOOL_CALL_DEFAULTS) and scores it
+once, at the end. This script runs the same configuration (grpo.grpo_settings, the 120 shortest answerable xLAM training prompts, the difficulty probe
+and its learnable band as notebook 03 draws them, LoRA at notebook 03's cpu learning rate and prompt groups per
 step, dynamic filtering) for as many steps as asked, with the knobs the lessons issue asks to choose (group size,
 prompt groups per step, temperature, learning rate), and scores greedy format-valid / exact / Sim-RL at step 0
 and every ``--eval-every`` steps (scoring time is not counted as training time).
@@ -16,7 +16,7 @@ reports ("eval" scores those, to reproduce a notebook figure; never choose on th
 ``--out`` (keyed on the weights), so configurations from the same ``--init`` share their step-0 score and probe.
 Every later point carries its paired 95% bootstrap interval of the gain over step 0 (scoreboard.paired_difference).
 
-The learning rate is constant, so the first 10 steps of a longer run train at the rate a 10-step run does. At the
+The learning rate is constant, so the first steps of a longer run train as a shorter run's do. At the
 end it also prints the training reward per step and how many steps' groups had any reward variance: only those
 could train (the dynamic filter can drop some of them too). ``--save`` writes the merged policy (full weights), to
 score on BFCL once, afterwards, with ``sft_curve.py --init DIR --steps 0``.
@@ -43,7 +43,7 @@ def main() -> None:
     ap.add_argument("--init", required=True, help="the starting model (a saved SFT model: full weights)")
     ap.add_argument("--tokenizer", help="tokenizer folder or id (default: --init if it holds one, else the profile's policy)")
     ap.add_argument("--reward", choices=["sim", "binary"], default="sim")
-    ap.add_argument("--steps", type=int, default=40)
+    ap.add_argument("--steps", type=int, default=defaults["steps"])
     ap.add_argument("--eval-every", type=int, default=10)
     ap.add_argument("--lr", type=float, default=defaults["learning_rate"])
     ap.add_argument("--num-generations", type=int, default=defaults["num_generations"])
@@ -51,7 +51,7 @@ def main() -> None:
                     help="tune: the validation rows outside notebook 03's held-out sample (default); eval: that sample")
     ap.add_argument("--n-eval", type=int, default=48, help="notebook 03's held-out sample size (N_EVAL)")
     ap.add_argument("--train-prompts", type=int, default=N_TRAIN_PROMPTS, help="candidates probed (N_TRAIN_PROMPTS)")
-    ap.add_argument("--prompts-per-step", type=int, default=1, help="prompt groups per optimizer step")
+    ap.add_argument("--prompts-per-step", type=int, default=defaults["prompts_per_step"], help="prompt groups per optimizer step")
     ap.add_argument("--temperature", type=float, default=1.0, help="sampling temperature of the groups and the probe")
     ap.add_argument("--probe-samples", type=int, default=4,
                     help="probe samples per candidate (notebook 03's PROBE_SAMPLES); 0: no probe, train on all candidates")

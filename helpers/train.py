@@ -366,8 +366,9 @@ def _run_grpo(args) -> dict:
                            desc_chars=desc_chars, seed=args.seed, smoke=args.smoke)
     dataset = grpo.tool_call_dataset(rows, tokenizer, desc_chars=desc_chars)
     name = args.name or f"03_{args.reward}_seed{args.seed}"
-    config = grpo.grpo_config(rt, out / "checkpoints" / name, max_steps=args.steps or (10 if rt.profile == "cpu" else 30),
-                              num_generations=n_gen, max_completion_length=max_len, beta=args.beta, epsilon=args.epsilon,
+    config = grpo.grpo_config(rt, out / "checkpoints" / name, max_steps=args.steps or defaults["steps"],
+                              num_generations=n_gen, max_completion_length=max_len,
+                              per_device_train_batch_size=n_gen * defaults["prompts_per_step"], beta=args.beta, epsilon=args.epsilon,
                               learning_rate=args.learning_rate or defaults["learning_rate"], temperature=args.temperature,
                               save_steps=args.save_steps or grpo.GRPO_SAVE_STEPS, seed=args.seed, **vllm)
     reward_fn = rewards.make_trl_reward({"sim": rewards.sim_reward, "binary": rewards.binary_reward}[args.reward], args.reward)
