@@ -288,6 +288,7 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--start", help=f"starting model (default: DIR/models/{TEACHER_NAME} if saved, else the profile's policy)")
     g.add_argument("--reward", default="sim", choices=("sim", "binary"))
     g.add_argument("--num-generations", type=int)
+    g.add_argument("--prompts-per-step", type=int, help="prompt groups per optimizer step and process (default: the profile's)")
     g.add_argument("--max-completion-length", type=int)
     g.add_argument("--temperature", type=float, default=1.0)
     g.add_argument("--beta", type=float, default=1e-3)
@@ -367,8 +368,8 @@ def _run_grpo(args) -> dict:
     dataset = grpo.tool_call_dataset(rows, tokenizer, desc_chars=desc_chars)
     name = args.name or f"03_{args.reward}_seed{args.seed}"
     config = grpo.grpo_config(rt, out / "checkpoints" / name, max_steps=args.steps or defaults["steps"],
-                              num_generations=n_gen, max_completion_length=max_len,
-                              per_device_train_batch_size=n_gen * defaults["prompts_per_step"], beta=args.beta, epsilon=args.epsilon,
+                              num_generations=n_gen, max_completion_length=max_len, beta=args.beta, epsilon=args.epsilon,
+                              per_device_train_batch_size=n_gen * (args.prompts_per_step or defaults["prompts_per_step"]),
                               learning_rate=args.learning_rate or defaults["learning_rate"], temperature=args.temperature,
                               save_steps=args.save_steps or grpo.GRPO_SAVE_STEPS, seed=args.seed, **vllm)
     reward_fn = rewards.make_trl_reward({"sim": rewards.sim_reward, "binary": rewards.binary_reward}[args.reward], args.reward)

@@ -196,8 +196,8 @@ def test_a_killed_two_process_sft_launch_resumes(tmp_path):
 
 @pytest.mark.slow
 def test_two_process_grpo_gathers_both_ranks(tmp_path):
-    result = _launch("grpo", tmp_path, "--steps", "2", "--num-generations", "2", "--max-completion-length", "24",
-                     "--n-train-prompts", "8", "--smoke", "--save-steps", "1")
+    result = _launch("grpo", tmp_path, "--steps", "2", "--num-generations", "2", "--prompts-per-step", "1",
+                     "--max-completion-length", "24", "--n-train-prompts", "8", "--smoke", "--save-steps", "1")
     assert result["processes"] == 2 and result["steps"] == 2
     traces = [train.read_trace(tmp_path / "logs" / "grpo" / train.TRACE_FILE.format(rank=r)) for r in (0, 1)]
     # each rank holds its own prompt group (num_generations copies of one prompt)
