@@ -184,6 +184,19 @@ def paired_difference(records_a: list[list[dict]], records_b: list[list[dict]], 
     return {"mean": sum(d) / len(d), "low": low, "high": high, "n_questions": len(d)}
 
 
+def gain_rows(after: list[list[dict]], before: list[list[dict]], metrics=("sim", "exact", "format_valid"), **info) -> list[dict]:
+    """One row per metric: the mean before and after over questions, the paired gain after - before with its
+    95% interval (paired_difference) and whether the interval excludes 0; ``info`` (reward, rows, ...) is
+    copied into every row. ``after`` and ``before`` are per-seed record lists on the same questions."""
+    out = []
+    for metric in metrics:
+        d = paired_difference(after, before, metric)
+        out.append({**info, "metric": metric, "before": question_interval(before, metric)["mean"],
+                    "after": question_interval(after, metric)["mean"], "gain": d["mean"],
+                    "gain_95ci": f"[{d['low']:+.3f}, {d['high']:+.3f}]", "excludes_0": d["low"] > 0 or d["high"] < 0})
+    return out
+
+
 def stage_table(rows: list[dict], metrics: list[str]) -> list[dict]:
     """Per-model rows ({"stage", "seed", "present", metric: value}) -> one row per stage, in first-seen
     order: "<metric>" the mean over seeds, "<metric>_ci" the seed_summary half-width, "seeds" how

@@ -176,3 +176,15 @@ def test_paired_difference_excludes_zero_only_for_a_consistent_gain():
     assert mixed["low"] < 0 < mixed["high"]
     with pytest.raises(ValueError, match="same questions"):
         scoreboard.paired_difference(better, [list(reversed(worse[0]))], "exact")
+
+
+def test_gain_rows_one_row_per_metric_with_its_paired_interval():
+    before, after = [_recs([1] * 10 + [0] * 20)], [_recs([1] * 30)]
+    rows = scoreboard.gain_rows(after, before, metrics=("exact", "sim"), reward="sim", rows="train")
+    assert [r["metric"] for r in rows] == ["exact", "sim"] and all(r["reward"] == "sim" and r["rows"] == "train" for r in rows)
+    exact = rows[0]
+    assert exact["before"] == pytest.approx(1 / 3) and exact["after"] == 1.0 and exact["gain"] == pytest.approx(2 / 3)
+    assert exact["excludes_0"] and exact["gain_95ci"].startswith("[+")
+    assert rows[1]["gain"] == pytest.approx(1 / 3)   # sim is 0.5 per exact answer in _recs
+    flat = scoreboard.gain_rows(before, before, metrics=("exact",))
+    assert flat[0]["gain"] == 0 and not flat[0]["excludes_0"]
