@@ -4,9 +4,9 @@
         --prompts-per-step 2 --seed 0 --out runs/grpo_tune --json runs/grpo_tune/sim_p2.json
 
 Notebook 03 on the cpu profile gives each GRPO run its default steps (grpo.TOOL_CALL_DEFAULTS) and scores it
-once, at the end. This script runs the same configuration (grpo.grpo_settings, the 120 shortest answerable xLAM training prompts, the difficulty probe
-and its learnable band as notebook 03 draws them, LoRA at notebook 03's cpu learning rate and prompt groups per
-step, dynamic filtering) for as many steps as asked, with the knobs the lessons issue asks to choose (group size,
+once, at the end. This script runs the same configuration (grpo.grpo_settings, the 120 shortest answerable xLAM
+training prompts, the difficulty probe and its learnable band as notebook 03 draws them, LoRA at notebook 03's cpu
+learning rate and prompt groups per step, dynamic filtering) for as many steps as asked, with the knobs the lessons issue asks to choose (group size,
 prompt groups per step, temperature, learning rate), and scores greedy format-valid / exact / Sim-RL at step 0
 and every ``--eval-every`` steps (scoring time is not counted as training time).
 
