@@ -720,6 +720,32 @@ def evaluate_tool_calls(model, tokenizer, rows, *, desc_chars=None, **gen_kwargs
     return records, summarize_tool_calls(records)
 
 
+def sample_tool_calls(model, tokenizer, rows, *, k, temperature=1.0, seed=0, desc_chars=None, **gen_kwargs):
+    """The sampled counterpart of evaluate_tool_calls: ``k`` completions per row at ``temperature`` (what
+    GRPO samples and optimises; sample_cached, so a rerun reads them back), each scored like a greedy one,
+    and each question's scores averaged over its samples:
+
+        score_q = (1/k) sum_{j=1..k} s(y_qj),   y_qj ~ pi(. | x_q, T)
+
+    the Monte-Carlo estimate of the expected reward E_{y~pi}[s(y)] that GRPO's objective raises. Greedy
+    decoding reads only the most likely answer, which RL changes last; this reads the whole distribution.
+    The same seed for two models draws their samples from the same random stream (common random numbers),
+    which narrows a paired difference. Records carry the same keys as evaluate_tool_calls' (the scores are
+    shares in [0, 1] or means in [-1, 1] instead of single values), so scoreboard.gain_rows takes them."""
+    from helpers import models
+    if k < 1:
+        raise ValueError(f"k must be at least 1, got {k}")
+    prompts = [models.render_prompt(tokenizer, models.build_messages(r["messages"]), models.shorten_tools(r["tools"], desc_chars))
+               for r in rows]
+    samples = sample_cached(model, tokenizer, prompts, k=k, temperature=temperature, seed=seed, **gen_kwargs)
+    records = []
+    for r, texts in zip(rows, samples):
+        scores = [tool_call_scores(t, r["ground_truth"], r["tools"]) for t in texts]
+        records.append({"id": r["id"], "samples": len(texts),
+                        **{key: sum(float(s[key]) for s in scores) / len(scores) for key in ("format_valid", "sim", "exact")}})
+    return records, summarize_tool_calls(records)
+
+
 def bfcl_prompt(tokenizer, row, fmt="json", desc_chars=None):
     """The rendered prompt for one BFCL row: "json" = the chat template's tool format (the functions in the
     template's tools section, answers as <tool_call> JSON, what our models are trained on); "python" =

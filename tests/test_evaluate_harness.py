@@ -162,6 +162,36 @@ def test_tool_call_records_on_xlam(scripted):
     assert summary == {"n": 3, "format_valid": 1 / 3, "sim_mean": 1 / 3, "sim_pos_mean": 1 / 3, "exact": 1 / 3}
 
 
+def test_sampled_tool_call_records_average_each_questions_samples(monkeypatch, tmp_path):
+    rows = data.load_xlam(download=False)[:2]
+    tok = Tok()
+    right = rewards.render_tool_calls(rows[0]["ground_truth"])
+    scripts = {0: [right, "prose", right, "<tool_call>{broken}</tool_call>"], 1: ["prose"] * 4}
+    prompts = [models.render_prompt(tok, models.build_messages(r["messages"]), r["tools"]) for r in rows]
+    seen = []
+
+    def fake_generate(model, tokenizer, ps, *, num_return_sequences=1, do_sample=False, **kwargs):
+        seen.append((len(ps), num_return_sequences, do_sample))
+        return [t for p in ps for t in scripts[prompts.index(p)][:num_return_sequences]]
+
+    monkeypatch.setattr(models, "generate", fake_generate)
+    cache = str(tmp_path / "s.jsonl")
+    records, summary = evaluate.sample_tool_calls(TINY, tok, rows, k=4, cache_path=cache)
+    assert seen == [(2, 4, True)]
+    assert records[0]["exact"] == 0.5 and records[0]["format_valid"] == 0.5 and records[0]["samples"] == 4
+    assert records[0]["sim"] == pytest.approx((1 + 0 + 1 - 1) / 4)   # the broken call pays the format gate's -1
+    assert records[1] == {"id": rows[1]["id"], "samples": 4, "format_valid": 0.0, "sim": 0.0, "exact": 0.0}
+    assert summary["exact"] == 0.25 and summary["n"] == 2
+    # a rerun reads the samples back; the records feed the same paired gain as greedy ones
+    again, _ = evaluate.sample_tool_calls(TINY, tok, rows, k=4, cache_path=cache)
+    assert again == records and len(seen) == 1
+    from helpers import scoreboard
+    gain = {g["metric"]: g["gain"] for g in scoreboard.gain_rows([records], [[dict(r, exact=0.0) for r in records]])}
+    assert gain["exact"] == 0.25 and gain["sim"] == 0.0
+    with pytest.raises(ValueError, match="k must be"):
+        evaluate.sample_tool_calls(TINY, tok, rows, k=0)
+
+
 def test_bfcl_helpers():
     gt = [{"f": {"a": [1, 2], "b": ["", "x"], "c": ["y"]}}]
     assert evaluate.bfcl_ground_truth_calls(gt) == [{"name": "f", "arguments": {"a": 1, "c": "y"}}]
