@@ -75,9 +75,8 @@ def main() -> None:
     tokenizer_id = args.tokenizer or (args.init if (Path(args.init) / "tokenizer_config.json").is_file() else rt.models["policy"])
     tok = models.load_tokenizer(tokenizer_id)
     train_rows, val_rows = data.xlam_split(data.load_xlam(), seed=0)
-    held_out = evaluate.sample_rows(val_rows, args.n_eval, seed=0)   # notebook 03's eval_rows
-    held_ids = {r["id"] for r in held_out}
-    val = held_out if args.rows == "eval" else [r for r in val_rows if r["id"] not in held_ids]
+    held_out, tuning = evaluate.held_out_split(val_rows, args.n_eval, seed=0)   # notebook 03's eval_rows, and the rest
+    val = held_out if args.rows == "eval" else tuning
     if not val:
         ap.error(f"no {args.rows} rows: --n-eval {args.n_eval} takes all {len(val_rows)} validation rows")
     candidates = train.grpo_candidates(rt, train_rows, tok, args.train_prompts, max_completion_length=completion_length,

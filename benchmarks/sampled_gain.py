@@ -47,9 +47,8 @@ def main() -> None:
     desc_chars = sft.TOOL_DESC_CHARS[rt.profile]
     tok = models.load_tokenizer(rt.models["policy"])
     _, val_rows = data.xlam_split(data.load_xlam(), seed=0)
-    held_out = evaluate.sample_rows(val_rows, args.n_eval, seed=0)   # notebook 03's eval_rows
-    held_ids = {r["id"] for r in held_out}
-    rows = held_out if args.rows == "eval" else [r for r in val_rows if r["id"] not in held_ids]
+    held_out, tuning = evaluate.held_out_split(val_rows, args.n_eval, seed=0)   # notebook 03's eval_rows, and the rest
+    rows = held_out if args.rows == "eval" else tuning
     if not rows:
         ap.error(f"no {args.rows} rows: --n-eval {args.n_eval} takes all {len(val_rows)} validation rows")
     names = [args.start] + [n for n in args.models.split(",") if n]

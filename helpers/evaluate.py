@@ -578,6 +578,14 @@ def sample_rows(rows, n, seed=0):
     return [rows[i] for i in picked]
 
 
+def held_out_split(rows, n, seed=0):
+    """(held_out, tuning): the fixed sample_rows(rows, n, seed) the notebooks report on, and the rows
+    outside it, on which benchmarks choose settings, so that no setting is chosen on the rows reported."""
+    held = sample_rows(rows, n, seed=seed)
+    ids = {r["id"] for r in held}
+    return held, [r for r in rows if r["id"] not in ids]
+
+
 def per_category(n, category):
     """A sample size that may differ per category: an int or None (all) for every category, or a dict
     {category: n, "default": n} (a category it does not name gets "default", else all)."""

@@ -204,6 +204,10 @@ def test_bfcl_helpers():
     assert evaluate.sample_rows(rows, 10, seed=1) == evaluate.sample_rows(rows, 10, seed=1)
     assert evaluate.sample_rows(rows, 10, seed=1) == sorted(evaluate.sample_rows(rows, 10, seed=1))
     assert evaluate.sample_rows(rows, None) == rows
+    keyed = [{"id": i} for i in range(20)]
+    held, tuning = evaluate.held_out_split(keyed, 8, seed=0)
+    assert held == evaluate.sample_rows(keyed, 8, seed=0) and len(tuning) == 12
+    assert sorted(r["id"] for r in held + tuning) == list(range(20))   # disjoint, and nothing lost
 
 
 def test_bootstrap_ci_brackets_the_mean_and_narrows_with_data():
