@@ -717,13 +717,17 @@ def summarize_tool_calls(records):
             "exact": sum(r["exact"] for r in records) / n}
 
 
+def tool_call_prompts(tokenizer, rows, desc_chars=None):
+    """The rendered prompt of each xLAM-style row: the chat template with the row's (shortened) tools."""
+    from helpers import models
+    return [models.render_prompt(tokenizer, models.build_messages(r["messages"]), models.shorten_tools(r["tools"], desc_chars))
+            for r in rows]
+
+
 def evaluate_tool_calls(model, tokenizer, rows, *, desc_chars=None, **gen_kwargs):
     """Greedy completions for xLAM-style rows ({"messages", "tools", "ground_truth"}), scored with
     format validity, Sim-RL and exact match. Returns (records, summary)."""
-    from helpers import models
-    prompts = [models.render_prompt(tokenizer, models.build_messages(r["messages"]), models.shorten_tools(r["tools"], desc_chars))
-               for r in rows]
-    texts = generate_cached(model, tokenizer, prompts, **gen_kwargs)
+    texts = generate_cached(model, tokenizer, tool_call_prompts(tokenizer, rows, desc_chars), **gen_kwargs)
     records = [{"id": r["id"], "completion": t, **tool_call_scores(t, r["ground_truth"], r["tools"])} for r, t in zip(rows, texts)]
     return records, summarize_tool_calls(records)
 
@@ -740,12 +744,9 @@ def sample_tool_calls(model, tokenizer, rows, *, k, temperature=1.0, seed=0, des
     The same seed for two models draws their samples from the same random stream (common random numbers),
     which narrows a paired difference. Records carry the same keys as evaluate_tool_calls' (the scores are
     shares in [0, 1] or means in [-1, 1] instead of single values), so scoreboard.gain_rows takes them."""
-    from helpers import models
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
-    prompts = [models.render_prompt(tokenizer, models.build_messages(r["messages"]), models.shorten_tools(r["tools"], desc_chars))
-               for r in rows]
-    samples = sample_cached(model, tokenizer, prompts, k=k, temperature=temperature, seed=seed, **gen_kwargs)
+    samples = sample_cached(model, tokenizer, tool_call_prompts(tokenizer, rows, desc_chars), k=k, temperature=temperature, seed=seed, **gen_kwargs)
     records = []
     for r, texts in zip(rows, samples):
         scores = [tool_call_scores(t, r["ground_truth"], r["tools"]) for t in texts]
