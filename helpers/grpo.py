@@ -150,17 +150,12 @@ def tool_call_dataset(rows: list[dict], tokenizer, desc_chars: int | None = None
 
     from datasets import Dataset
 
-    from helpers import models
-    records = []
-    for row in rows:
-        tools = models.shorten_tools(row["tools"], desc_chars)
-        records.append({
-            "prompt": models.render_prompt(tokenizer, models.build_messages(row["messages"]), tools),
-            "ground_truth": json.dumps(row["ground_truth"], ensure_ascii=False),
-            "tools": json.dumps(row["tools"], ensure_ascii=False),
-            "id": row["id"],
-        })
-    return Dataset.from_list(records)
+    from helpers import evaluate
+    prompts = evaluate.tool_call_prompts(tokenizer, rows, desc_chars)   # the very prompts evaluation renders
+    return Dataset.from_list([{"prompt": prompt,
+                               "ground_truth": json.dumps(row["ground_truth"], ensure_ascii=False),
+                               "tools": json.dumps(row["tools"], ensure_ascii=False),
+                               "id": row["id"]} for row, prompt in zip(rows, prompts)])
 
 
 def grpo_settings(rt, output_dir, *, max_steps: int, num_generations: int = 8, max_completion_length: int = 256,
