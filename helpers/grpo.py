@@ -108,7 +108,8 @@ GRPO_LEARNING_RATE = 1e-5   # LoRA rate (TRL's default 1e-6 is a full fine-tunin
 # rows (xLAM validation rows outside notebook 03's held-out sample), never on BFCL (docs/results.md, 6 December
 # 2026): one group per step at 1e-4 for 10 steps (the previous default) left them where they started, greedy or
 # sampled; four groups at 3e-4 for 15 steps raised their *sampled* Sim-RL score (+0.32 [+0.22, +0.42], Sim-RL
-# reward, one seed) while the greedy answers barely moved. Notebook 03 then reads its held-out rows the same way.
+# reward, one seed) while the greedy answers barely moved; notebook 03 reads its held-out rows the same way (+0.22).
+# Greedy BFCL, scored afterwards and never used to choose, fell (simple 23% -> 10-12%: docs/results.md, 7 December).
 TOOL_CALL_DEFAULTS = {
     "gpu": {"num_generations": 8, "max_completion_length": 256, "learning_rate": GRPO_LEARNING_RATE,
             "prompts_per_step": 1, "steps": 30},
