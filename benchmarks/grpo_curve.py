@@ -51,6 +51,8 @@ def main() -> None:
                     help="tune: the validation rows outside notebook 03's held-out sample (default); eval: that sample")
     ap.add_argument("--n-eval", type=int, default=48, help="notebook 03's held-out sample size (N_EVAL)")
     ap.add_argument("--train-prompts", type=int, default=N_TRAIN_PROMPTS, help="candidates probed (N_TRAIN_PROMPTS)")
+    ap.add_argument("--candidates", choices=["auto", "shortest", "sample"], default="auto",
+                    help="how the candidates are picked (notebook 03's CANDIDATES; auto: the shortest on cpu)")
     ap.add_argument("--prompts-per-step", type=int, default=defaults["prompts_per_step"], help="prompt groups per optimizer step")
     ap.add_argument("--temperature", type=float, default=1.0, help="sampling temperature of the groups and the probe")
     ap.add_argument("--probe-samples", type=int, default=4,
@@ -80,7 +82,7 @@ def main() -> None:
     if not val:
         ap.error(f"no {args.rows} rows: --n-eval {args.n_eval} takes all {len(val_rows)} validation rows")
     candidates = train.grpo_candidates(rt, train_rows, tok, args.train_prompts, max_completion_length=completion_length,
-                                       desc_chars=desc_chars)   # notebook 03's cpu choice: the shortest answerable
+                                       desc_chars=desc_chars, seed=args.seed, pick=args.candidates)   # as notebook 03
     args.out.mkdir(parents=True, exist_ok=True)
     runtime.seed_everything(args.seed)
     policy = models.load_causal_lm(args.init, dtype=rt.dtype, device=rt.device)
@@ -115,7 +117,8 @@ def main() -> None:
     # seed again: whether the probe was sampled or read from the cache must not change the run's samples
     runtime.seed_everything(args.seed)
     policy = models.apply_lora(policy, four_bit=False, gradient_checkpointing=False)
-    name = f"{args.reward}_g{args.num_generations}_p{args.prompts_per_step}_lr{args.lr:g}_t{args.temperature:g}_seed{args.seed}"
+    name = (f"{args.reward}_g{args.num_generations}_p{args.prompts_per_step}_lr{args.lr:g}_t{args.temperature:g}_seed{args.seed}"
+            + ("" if args.candidates == "auto" else f"_{args.candidates}"))
     config = grpo.grpo_config(rt, args.out / f"checkpoints_{name}", max_steps=args.steps,
                               num_generations=args.num_generations, max_completion_length=completion_length,
                               per_device_train_batch_size=args.num_generations * args.prompts_per_step,
@@ -145,7 +148,7 @@ def main() -> None:
         tok.save_pretrained(args.save)
 
     result = {"init": args.init, "reward": args.reward, "steps": args.steps, "lr": args.lr, "seed": args.seed,
-              "num_generations": args.num_generations, "prompts_per_step": args.prompts_per_step,
+              "num_generations": args.num_generations, "prompts_per_step": args.prompts_per_step, "candidates": args.candidates,
               "temperature": args.temperature, "rows": args.rows, "n_val": len(val), **probe_info,
               "train_seconds": round(train_seconds, 1),
               "reward_curve": [round(h["reward"], 4) for h in log],

@@ -201,13 +201,20 @@ def _barrier() -> None:
 # ----------------------------------------------------------------------------- inputs shared with the notebooks
 
 def grpo_candidates(rt, rows: list[dict], tokenizer, n: int, *, max_completion_length: int, desc_chars, seed: int = 0,
-                    smoke: bool = False) -> list[dict]:
+                    smoke: bool = False, pick: str = "auto") -> list[dict]:
     """The training prompts GRPO may use: rows whose reference answer fits the completion budget
-    (grpo.answerable; a smoke run's few tokens fit none, so it keeps all), then ``n`` of them: a seeded
-    sample on a GPU, the shortest prompts on cpu (on two cores prompt length is the cost of a step)."""
+    (grpo.answerable; a smoke run's few tokens fit none, so it keeps all), then ``n`` of them, by ``pick``:
+    "sample", a seeded sample (the task's own mix of answers; "auto" on a GPU), or "shortest", the shortest
+    rendered prompts ("auto" on cpu: on two cores prompt length is the cost of a step). Shortest has a price:
+    on xLAM their reference calls carry fewer arguments (1.12 per call against 1.58 for the answerable rows),
+    and a policy trained on them learns to write fewer (docs/results.md, 7 December 2026)."""
     from helpers import evaluate, grpo, models
+    if pick == "auto":
+        pick = "sample" if rt.profile == "gpu" else "shortest"
+    if pick not in ("sample", "shortest"):
+        raise ValueError(f"pick must be 'auto', 'sample' or 'shortest', got {pick!r}")
     usable = rows if smoke else grpo.answerable(rows, tokenizer, max_completion_length)
-    if rt.profile == "gpu":
+    if pick == "sample":
         return evaluate.sample_rows(usable, n, seed=seed)
     return models.shortest_prompt_rows(usable, tokenizer, n, desc_chars)
 

@@ -142,6 +142,20 @@ def test_answerable_keeps_exactly_the_rows_whose_answer_fits(tok):
     assert grpo.answerable(rows, tok, max(lengths)) == rows and grpo.answerable(rows, tok, 1) == []
 
 
+def test_grpo_candidates_pick_the_shortest_on_cpu_a_seeded_sample_on_request(tok, rt):
+    from helpers import evaluate, train
+    rows = data.load_xlam(download=False)[:60]
+    usable = grpo.answerable(rows, tok, 96)
+    kw = dict(max_completion_length=96, desc_chars=80, seed=3)
+    shortest = train.grpo_candidates(rt, rows, tok, 10, **kw)   # cpu "auto"
+    assert shortest == models.shortest_prompt_rows(usable, tok, 10, 80)
+    sampled = train.grpo_candidates(rt, rows, tok, 10, pick="sample", **kw)
+    assert sampled == evaluate.sample_rows(usable, 10, seed=3) and sampled != shortest
+    assert all(r in usable for r in sampled)
+    with pytest.raises(ValueError, match="pick"):
+        train.grpo_candidates(rt, rows, tok, 10, pick="longest", **kw)
+
+
 def test_shortest_prompt_rows_are_the_n_shortest_rendered_prompts_in_order(tok):
     rows = data.load_xlam(download=False)[:40]
     length = lambda r, chars: len(tok(models.render_prompt(tok, models.build_messages(r["messages"]),
