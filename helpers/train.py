@@ -226,8 +226,8 @@ def difficulty_probe(policy, tokenizer, rows: list[dict], *, k: int, temperature
     {"binary": [[r_1..r_k] per row], "sim": [...]}. Cached (evaluate.sample_cached, keyed on the weights).
     ``grpo.learnable_band(probe[name])`` then keeps the prompts whose samples disagree under reward ``name``;
     ``grpo.pass_rate`` of the binary groups is the histogram notebook 03 draws."""
-    from helpers import evaluate, grpo, rewards
-    prompts = grpo.tool_call_dataset(rows, tokenizer, desc_chars=desc_chars)["prompt"]   # what GRPO samples from
+    from helpers import evaluate, rewards
+    prompts = evaluate.tool_call_prompts(tokenizer, rows, desc_chars)   # what GRPO samples from (grpo.tool_call_dataset)
     samples = evaluate.sample_cached(policy, tokenizer, prompts, k=k, temperature=temperature, seed=seed,
                                      cache_path=None if cache_path is None else str(cache_path), model_tag=model_tag,
                                      max_new_tokens=max_new_tokens, batch_size=8)
