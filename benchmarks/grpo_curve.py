@@ -99,6 +99,9 @@ def main() -> None:
                       **{f"probe_{name}_zero_std_all": round(grpo.frac_zero_std(g), 3) for name, g in probe.items()}}
         if not prompts:
             raise SystemExit(f"no candidate's {args.probe_samples} probe samples disagree under {args.select_by}: nothing to train on")
+    # what the rewards pay for: the reference calls' arguments per call, candidates and the prompts kept
+    probe_info["reference_args_per_call"] = {name: evaluate.arguments_per_call([r["ground_truth"] for r in rows])
+                                             for name, rows in (("candidates", candidates), ("training_prompts", prompts))}
     train_ds = grpo.tool_call_dataset(prompts, tok, desc_chars=desc_chars)
     print(f"{len(train_ds)} training prompts of {len(candidates)} candidates, {len(val)} {args.rows} rows; {probe_info}",
           flush=True)

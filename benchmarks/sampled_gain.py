@@ -41,7 +41,7 @@ def main() -> None:
     if args.k < 1:
         ap.error("--k must be at least 1")
 
-    from helpers import data, evaluate, models, runtime, scoreboard, sft
+    from helpers import data, evaluate, models, rewards, runtime, scoreboard, sft
 
     rt = runtime.setup("cpu", seed=args.seed)
     desc_chars = sft.TOOL_DESC_CHARS[rt.profile]
@@ -68,14 +68,22 @@ def main() -> None:
         del m
         print(f"{name}: scored in {seconds[name]} s", flush=True)
 
+    # arguments per call: the reference answers' against each model's, greedy and sampled (a policy that learnt to
+    # leave arguments out shows it here first: exact match counts it only where the reference has more)
+    texts = {"greedy": lambda recs: [r["completion"] for r in recs], "sampled": lambda recs: [t for r in recs for t in r["completions"]]}
+    args_per_call = {"reference": evaluate.arguments_per_call([r["ground_truth"] for r in rows]),
+                     **{n: {how: evaluate.arguments_per_call([rewards.parse_tool_calls(t, strict=True) for t in texts[how](recs)])
+                            for how, recs in s.items()} for n, s in scored.items()}}
     result = {"run": str(args.run), "rows": args.rows, "n_rows": len(rows), "k": args.k, "temperature": args.temperature,
-              "max_new_tokens": args.max_new_tokens, "seed": args.seed, "seconds": seconds,
+              "max_new_tokens": args.max_new_tokens, "seed": args.seed, "seconds": seconds, "args_per_call": args_per_call,
               "means": {n: {how: evaluate.summarize_tool_calls(r) for how, r in s.items()} for n, s in scored.items()},
               "gains": [row for name in names[1:] for how in ("greedy", "sampled")
                         for row in scoreboard.gain_rows([scored[name][how]], [scored[args.start][how]], model=name, reading=how)]}
     for g in result["gains"]:
         print(f"{g['model']:>20} {g['reading']:>7} {g['metric']:>12}: {g['before']:.3f} -> {g['after']:.3f}  "
               f"gain {g['gain']:+.3f} {g['gain_95ci']}")
+    print("arguments per call:", json.dumps({k: v if k == "reference" else {h: None if x is None else round(x, 3) for h, x in v.items()}
+                                              for k, v in args_per_call.items()}))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=2))

@@ -706,6 +706,21 @@ def tool_call_scores(text, ground_truth, tools):
             "exact": rewards.binary_reward(text, ground_truth, tools)}
 
 
+def arguments_per_call(call_lists):
+    """Mean number of arguments per call over a set of answers, each a list of {"name", "arguments"} calls
+    (a reference answer, or rewards.parse_tool_calls of a completion); None entries (answers that did not
+    parse) are skipped, and None comes back when no call is left.
+
+        args/call = sum_answers sum_calls |arguments| / number of calls
+
+    Why it is worth a number: a policy rewarded on short reference calls learns to write fewer arguments,
+    which greedy exact match on the same prompts does not show but a benchmark with longer calls does."""
+    calls = [c for answer in call_lists if answer is not None for c in answer]
+    if not calls:
+        return None
+    return sum(len(c.get("arguments") or {}) for c in calls) / len(calls)
+
+
 def summarize_tool_calls(records):
     n = len(records)
     if not n:
@@ -750,7 +765,7 @@ def sample_tool_calls(model, tokenizer, rows, *, k, temperature=1.0, seed=0, des
     records = []
     for r, texts in zip(rows, samples):
         scores = [tool_call_scores(t, r["ground_truth"], r["tools"]) for t in texts]
-        records.append({"id": r["id"], "samples": len(texts),
+        records.append({"id": r["id"], "samples": len(texts), "completions": list(texts),
                         **{key: sum(float(s[key]) for s in scores) / len(scores) for key in ("format_valid", "sim", "exact")}})
     return records, summarize_tool_calls(records)
 

@@ -48,6 +48,14 @@ PAPERS = [
      "value": None, "note": "inflated: its dictionary holds about 25% of that dev set verbatim (notebook 04); "
                            "its separate test set gives about 2 BLEU"},
 ]
+# What each stage learned from, for the paired "what did this stage change" table: the teacher for the CKD
+# student (the model it imitates), the SFT seeds for their soup. The GRPO stages learned from whatever
+# notebook 03 started from, which their adapters name (start_stage), so theirs is found, not fixed here.
+TRAINED_FROM = {
+    "SFT / adapted teacher (02)": "base",
+    "SFT seed soup (02)": "SFT / adapted teacher (02)",
+    "CKD student (02)": "SFT / adapted teacher (02)",
+}
 _SEED_RE = re.compile(r"_seed(\d+)$")
 # -----------------------------------------------------------------------------
 
@@ -215,3 +223,66 @@ def stage_table(rows: list[dict], metrics: list[str]) -> list[dict]:
             row[m], row[f"{m}_ci"] = s["mean"], s["ci"]
         table.append(row)
     return table
+
+
+def start_stage(entry: dict, entries: list[dict]) -> str | None:
+    """The stage a GRPO adapter was trained from: the folder its adapter_config.json names as base
+    (a merged copy, <folder>/merged, counts as its folder), matched by name against the other entries, so that
+    a run folder that was moved still matches. None when the entry is no adapter or its start is not among
+    the entries (a model id, or a folder of another run)."""
+    from helpers import models
+    path = Path(entry.get("path", ""))
+    if not entry.get("present") or not (path / "adapter_config.json").is_file():
+        return None
+    base = Path(models.adapter_base(path))
+    name = base.parent.name if base.name == "merged" else base.name
+    return next((e["stage"] for e in entries if e.get("present") and e.get("name") == name
+                 and e.get("task") == entry.get("task")), None)
+
+
+def trained_from(entries: list[dict]) -> dict[str, str]:
+    """{stage: the stage it learned from} for the present function-calling stages that have one present:
+    TRAINED_FROM for notebook 02's, start_stage for the GRPO adapters (the first seed's start; seeds that
+    started from different stages are an error, as their mean would compare against no one model)."""
+    fc = [e for e in entries if e.get("task") == "function_calling" and e.get("present")]
+    present = {e["stage"] for e in fc}
+    out = {stage: prev for stage, prev in TRAINED_FROM.items() if stage in present and prev in present}
+    for stage in dict.fromkeys(e["stage"] for e in fc):
+        starts = {start_stage(e, fc) for e in fc if e["stage"] == stage} - {None}
+        if len(starts) > 1:
+            raise ValueError(f"{stage}: its seeds started from different stages {sorted(starts)}")
+        if starts and stage not in out:
+            out[stage] = starts.pop()
+    return out
+
+
+def stage_gains(records: list[dict], pairs: dict[str, str], categories, metric: str = "valid") -> list[dict]:
+    """What each stage changed, question by question: for every (stage, learned-from) pair and category, the
+    paired gain of ``metric`` with its 95% bootstrap interval over the category's questions (gain_rows).
+
+        gain_c = mean_q [ mean_seeds(stage_q) - mean_seeds(from_q) ],   q over category c's questions
+
+    records: scored questions, each with "stage", "seed", "category", "id" and ``metric`` (one prompt format);
+    every seed of both stages must hold the same questions (question_means refuses otherwise)."""
+    def by_seed(stage, category):
+        rows = [r for r in records if r["stage"] == stage and r["category"] == category]
+        seeds = list(dict.fromkeys(r["seed"] for r in rows))
+        return [[r for r in rows if r["seed"] == s] for s in seeds]
+    out = []
+    for stage, prev in pairs.items():
+        for category in categories:
+            after, before = by_seed(stage, category), by_seed(prev, category)
+            if after and before:
+                out += gain_rows(after, before, metrics=(metric,), stage=stage, against=prev, category=category,
+                                 questions=len(after[0]))
+    return out
+
+
+def stage_gain_table(gains: list[dict]) -> list[dict]:
+    """stage_gains' rows as a table to read: one row per (stage, against) pair in their order, one column per
+    category holding "gain [95% interval]"."""
+    table = {}
+    for g in gains:
+        row = table.setdefault((g["stage"], g["against"]), {"stage": g["stage"], "against": g["against"]})
+        row[g["category"]] = f"{g['gain']:+.3f} {g['gain_95ci']}"
+    return list(table.values())

@@ -180,7 +180,8 @@ def test_sampled_tool_call_records_average_each_questions_samples(monkeypatch, t
     assert seen == [(2, 4, True)]
     assert records[0]["exact"] == 0.5 and records[0]["format_valid"] == 0.5 and records[0]["samples"] == 4
     assert records[0]["sim"] == pytest.approx((1 + 0 + 1 - 1) / 4)   # the broken call pays the format gate's -1
-    assert records[1] == {"id": rows[1]["id"], "samples": 4, "format_valid": 0.0, "sim": 0.0, "exact": 0.0}
+    assert records[1] == {"id": rows[1]["id"], "samples": 4, "completions": scripts[1][:4], "format_valid": 0.0,
+                          "sim": 0.0, "exact": 0.0}
     assert summary["exact"] == 0.25 and summary["n"] == 2
     # a rerun reads the samples back; the records feed the same paired gain as greedy ones
     again, _ = evaluate.sample_tool_calls(TINY, tok, rows, k=4, cache_path=cache)
@@ -311,3 +312,13 @@ def test_difficulty_probe_scores_every_sample_and_finds_the_band(monkeypatch, tm
     assert probe["sim"][1] == [1.0] * 4 and probe["sim"][0][0] == 1.0 and probe["sim"][0][1] < 1.0
     assert grpo.learnable_band(probe["binary"]) == [True, False, False]
     assert [grpo.pass_rate(g) for g in probe["binary"]] == [0.5, 1.0, 0.0]
+
+
+def test_arguments_per_call_counts_over_calls_and_skips_unparsed_answers():
+    from helpers import rewards
+    one = [{"name": "f", "arguments": {"a": 1, "b": 2}}]
+    two = [{"name": "f", "arguments": {"a": 1}}, {"name": "g", "arguments": {}}]
+    assert evaluate.arguments_per_call([one, two, None, []]) == pytest.approx(3 / 3)
+    assert evaluate.arguments_per_call([one]) == 2 and evaluate.arguments_per_call([None, []]) is None
+    texts = ['<tool_call>{"name": "f", "arguments": {"a": 1, "b": 2, "c": 3}}</tool_call>', "no call", "<tool_call>{bad"]
+    assert evaluate.arguments_per_call([rewards.parse_tool_calls(t, strict=True) for t in texts]) == 3

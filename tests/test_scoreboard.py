@@ -188,3 +188,51 @@ def test_gain_rows_one_row_per_metric_with_its_paired_interval():
     assert rows[1]["gain"] == pytest.approx(1 / 3)   # sim is 0.5 per exact answer in _recs
     flat = scoreboard.gain_rows(before, before, metrics=("exact",))
     assert flat[0]["gain"] == 0 and not flat[0]["excludes_0"]
+
+
+def _adapter(path, base):
+    path.mkdir(parents=True)
+    (path / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": str(base)}))
+
+
+def test_each_stage_is_compared_with_what_it_learned_from(tmp_path):
+    models_dir = tmp_path / "models"
+    for name in ("02_teacher", "02_student_ckd"):
+        _model_dir(models_dir / name)
+    # GRPO from the CKD student, named by a path of another machine: matched by folder name
+    _adapter(models_dir / "03_sim_seed0", "/elsewhere/run/models/02_student_ckd")
+    _adapter(models_dir / "03_sim_seed1", "/elsewhere/run/models/02_student_ckd")
+    _adapter(models_dir / "03_binary_seed0", models_dir / "02_teacher" / "merged")   # a merged copy counts as its folder
+    found = scoreboard.find_models(tmp_path, "embedded:base")
+    assert scoreboard.trained_from(found) == {
+        "SFT / adapted teacher (02)": "base", "CKD student (02)": "SFT / adapted teacher (02)",
+        "Sim-RL GRPO (03)": "CKD student (02)", "binary-reward GRPO (03)": "SFT / adapted teacher (02)"}
+    _adapter(models_dir / "03_binary_seed1", "some/model-id")     # a start that is not a stage: that seed has none
+    assert scoreboard.trained_from(scoreboard.find_models(tmp_path, "embedded:base"))["binary-reward GRPO (03)"] == \
+        "SFT / adapted teacher (02)"
+    _adapter(models_dir / "03_sim_seed2", models_dir / "02_teacher")
+    with pytest.raises(ValueError, match="different stages"):
+        scoreboard.trained_from(scoreboard.find_models(tmp_path, "embedded:base"))
+
+
+def _bfcl(stage, seed, category, values):
+    return [{"stage": stage, "seed": seed, "category": category, "id": f"{category}_{i}", "valid": bool(v)}
+            for i, v in enumerate(values)]
+
+
+def test_stage_gains_pair_questions_per_category_and_average_seeds_first():
+    records = (_bfcl("A", None, "simple", [1] * 10 + [0] * 20) + _bfcl("A", None, "parallel", [1, 0] * 5)
+               + _bfcl("B", 0, "simple", [1] * 30) + _bfcl("B", 1, "simple", [1] * 30)
+               + _bfcl("B", 0, "parallel", [0, 1] * 5) + _bfcl("B", 1, "parallel", [0, 1] * 5))
+    rows = scoreboard.stage_gains(records, {"B": "A", "C": "A"}, ["simple", "parallel", "irrelevance"])
+    assert [(r["stage"], r["against"], r["category"], r["questions"]) for r in rows] == [
+        ("B", "A", "simple", 30), ("B", "A", "parallel", 10)]      # no records for C or irrelevance: no row
+    simple, parallel = rows
+    assert simple["gain"] == pytest.approx(2 / 3) and simple["excludes_0"] and simple["metric"] == "valid"
+    assert parallel["gain"] == 0 and not parallel["excludes_0"]    # as many won as lost
+    # a seed scored on other questions is refused, not silently averaged
+    with pytest.raises(ValueError, match="other questions"):
+        scoreboard.stage_gains(records + _bfcl("B", 2, "simple", [1] * 29), {"B": "A"}, ["simple"])
+    table = scoreboard.stage_gain_table(rows + scoreboard.stage_gains(records, {"A": "B"}, ["simple"]))
+    assert [(r["stage"], r["against"]) for r in table] == [("B", "A"), ("A", "B")]    # in the pairs' order, not sorted
+    assert table[0]["simple"].startswith("+0.667 [+") and table[0]["parallel"].startswith("+0.000") and "parallel" not in table[1]
