@@ -228,13 +228,16 @@ def stage_table(rows: list[dict], metrics: list[str]) -> list[dict]:
 def start_stage(entry: dict, entries: list[dict]) -> str | None:
     """The stage a GRPO adapter was trained from: the folder its adapter_config.json names as base
     (a merged copy, <folder>/merged, counts as its folder), matched by name against the other entries, so that
-    a run folder that was moved still matches. None when the entry is no adapter or its start is not among
-    the entries (a model id, or a folder of another run)."""
+    a run folder that was moved still matches. None when the entry is no adapter, its config names no base,
+    or its start is not among the entries (a model id, or a folder of another run)."""
     from helpers import models
     path = Path(entry.get("path", ""))
     if not entry.get("present") or not (path / "adapter_config.json").is_file():
         return None
-    base = Path(models.adapter_base(path))
+    try:
+        base = Path(models.adapter_base(path))
+    except (OSError, ValueError):   # an unreadable adapter_config.json, or one without a base: no start to name
+        return None
     name = base.parent.name if base.name == "merged" else base.name
     return next((e["stage"] for e in entries if e.get("present") and e.get("name") == name
                  and e.get("task") == entry.get("task")), None)

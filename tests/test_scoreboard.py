@@ -210,6 +210,10 @@ def test_each_stage_is_compared_with_what_it_learned_from(tmp_path):
     _adapter(models_dir / "03_binary_seed1", "some/model-id")     # a start that is not a stage: that seed has none
     assert scoreboard.trained_from(scoreboard.find_models(tmp_path, "embedded:base"))["binary-reward GRPO (03)"] == \
         "SFT / adapted teacher (02)"
+    (models_dir / "03_binary_seed2").mkdir()
+    (models_dir / "03_binary_seed2" / "adapter_config.json").write_text("{not json")   # unreadable: no start, no crash
+    assert scoreboard.trained_from(scoreboard.find_models(tmp_path, "embedded:base"))["binary-reward GRPO (03)"] == \
+        "SFT / adapted teacher (02)"
     _adapter(models_dir / "03_sim_seed2", models_dir / "02_teacher")
     with pytest.raises(ValueError, match="different stages"):
         scoreboard.trained_from(scoreboard.find_models(tmp_path, "embedded:base"))
