@@ -207,7 +207,8 @@ def grpo_candidates(rt, rows: list[dict], tokenizer, n: int, *, max_completion_l
     "sample", a seeded sample (the task's own mix of answers; "auto" on a GPU), or "shortest", the shortest
     rendered prompts ("auto" on cpu: on two cores prompt length is the cost of a step). Shortest has a price:
     on xLAM their reference calls carry fewer arguments (1.12 per call against 1.58 for the answerable rows),
-    and a policy trained on them learns to write fewer (docs/results.md, 7 December 2026)."""
+    and a policy trained on them learns to write fewer (docs/results.md, 7 December 2026). "sample" on cpu has a
+    price too: its prompts are about twice as long, and 4 groups x 4 completions on them outgrew 24 GiB."""
     from helpers import evaluate, grpo, models
     if pick == "auto":
         pick = "sample" if rt.profile == "gpu" else "shortest"
