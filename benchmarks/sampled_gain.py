@@ -41,7 +41,7 @@ def main() -> None:
     if args.k < 1:
         ap.error("--k must be at least 1")
 
-    from helpers import data, evaluate, models, rewards, runtime, scoreboard, sft
+    from helpers import data, evaluate, models, runtime, scoreboard, sft
 
     rt = runtime.setup("cpu", seed=args.seed)
     desc_chars = sft.TOOL_DESC_CHARS[rt.profile]
@@ -72,7 +72,7 @@ def main() -> None:
     # leave arguments out shows it here first: exact match counts it only where the reference has more)
     texts = {"greedy": lambda recs: [r["completion"] for r in recs], "sampled": lambda recs: [t for r in recs for t in r["completions"]]}
     args_per_call = {"reference": evaluate.arguments_per_call([r["ground_truth"] for r in rows]),
-                     **{n: {how: evaluate.arguments_per_call([rewards.parse_tool_calls(t, strict=True) for t in texts[how](recs)])
+                     **{n: {how: evaluate.completion_arguments_per_call(texts[how](recs))
                             for how, recs in s.items()} for n, s in scored.items()}}
     result = {"run": str(args.run), "rows": args.rows, "n_rows": len(rows), "k": args.k, "temperature": args.temperature,
               "max_new_tokens": args.max_new_tokens, "seed": args.seed, "seconds": seconds, "args_per_call": args_per_call,

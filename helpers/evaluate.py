@@ -721,6 +721,12 @@ def arguments_per_call(call_lists):
     return sum(len(c.get("arguments") or {}) for c in calls) / len(calls)
 
 
+def completion_arguments_per_call(texts):
+    """arguments_per_call of model completions, each parsed as tool_call_scores parses it (STAR's strict rule)."""
+    from helpers import rewards
+    return arguments_per_call([rewards.parse_tool_calls(t, strict=True) for t in texts])
+
+
 def summarize_tool_calls(records):
     n = len(records)
     if not n:

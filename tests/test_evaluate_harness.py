@@ -322,3 +322,4 @@ def test_arguments_per_call_counts_over_calls_and_skips_unparsed_answers():
     assert evaluate.arguments_per_call([one]) == 2 and evaluate.arguments_per_call([None, []]) is None
     texts = ['<tool_call>{"name": "f", "arguments": {"a": 1, "b": 2, "c": 3}}</tool_call>', "no call", "<tool_call>{bad"]
     assert evaluate.arguments_per_call([rewards.parse_tool_calls(t, strict=True) for t in texts]) == 3
+    assert evaluate.completion_arguments_per_call(texts) == 3 and evaluate.completion_arguments_per_call(["prose"]) is None
