@@ -41,13 +41,19 @@ def test_every_notebook_runs_in_the_cpu_smoke_profile(tmp_path, model_cache):
     # notebook 05 found and scored every model that notebooks 02-04 trained in this run: nothing missing
     tables = json.loads((out / "metrics" / "05_evaluation.json").read_text())["tables"]
     failures = [t for t in tables if t.startswith("Why BFCL answers fail")]
-    assert len(tables) == 4 and len(failures) == 1 and "## Results" in report
+    gains = [t for t in tables if t.startswith("What each stage changed")]
+    assert len(tables) == 5 and len(failures) == 1 and len(gains) == 1 and "## Results" in report
     for title, rows in tables.items():
-        if title in failures:
+        if title in failures + gains:
             continue
         assert rows and all(r["status"] == "ok" for r in rows), (title, rows)
     # the failure table: a column per function-calling stage, and per category each column's shares sum to 1
     stages = [r["stage"] for t, rows in tables.items() if t.startswith("Function calling") for r in rows]
+    # the gain table: every trained function-calling stage against the stage it learned from, GRPO included
+    # (its start found from its adapter), one column per BFCL category
+    gain_rows = tables[gains[0]]
+    assert {r["stage"] for r in gain_rows} == set(stages) - {"base"}, gain_rows
+    assert all(r["against"] in stages and r["against"] != r["stage"] for r in gain_rows), gain_rows
     failure_rows = tables[failures[0]]
     for category in {r["category"] for r in failure_rows}:
         for stage in set(stages):
