@@ -47,13 +47,13 @@ def test_every_notebook_runs_in_the_cpu_smoke_profile(tmp_path, model_cache):
         if title in failures + gains:
             continue
         assert rows and all(r["status"] == "ok" for r in rows), (title, rows)
-    # the failure table: a column per function-calling stage, and per category each column's shares sum to 1
     stages = [r["stage"] for t, rows in tables.items() if t.startswith("Function calling") for r in rows]
     # the gain table: every trained function-calling stage against the stage it learned from, GRPO included
     # (its start found from its adapter), one column per BFCL category
     gain_rows = tables[gains[0]]
     assert {r["stage"] for r in gain_rows} == set(stages) - {"base"}, gain_rows
     assert all(r["against"] in stages and r["against"] != r["stage"] for r in gain_rows), gain_rows
+    # the failure table: a column per function-calling stage, and per category each column's shares sum to 1
     failure_rows = tables[failures[0]]
     for category in {r["category"] for r in failure_rows}:
         for stage in set(stages):
